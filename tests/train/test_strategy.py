@@ -1,0 +1,92 @@
+"""Tests for effnet_tl.train.strategy (this machine has only a CPU)."""
+
+import pytest
+import tensorflow as tf
+
+from effnet_tl.train import strategy as strategy_module
+from effnet_tl.train.strategy import STRATEGY_KINDS, get_strategy, mixed_precision_policy_for
+
+
+def test_auto_on_cpu_is_default_strategy_with_float32(monkeypatch):
+    for name in ("COLAB_TPU_ADDR", "TPU_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(strategy_module, "_tpu_hinted", lambda address: False)
+    strategy = get_strategy("auto")
+    assert strategy is tf.distribute.get_strategy()
+    assert strategy.num_replicas_in_sync == 1
+    assert mixed_precision_policy_for(strategy) == "float32"
+
+
+def test_cpu_kind_places_variables_on_cpu():
+    strategy = get_strategy("cpu")
+    assert isinstance(strategy, tf.distribute.OneDeviceStrategy)
+    with strategy.scope():
+        variable = tf.Variable(1.0)
+    assert "CPU" in variable.device.upper()
+    assert mixed_precision_policy_for(strategy) == "float32"
+
+
+def test_gpu_kind_without_gpu_explains():
+    if tf.config.list_logical_devices("GPU"):
+        pytest.skip("a GPU is present")
+    with pytest.raises(RuntimeError, match="no GPU"):
+        get_strategy("gpu")
+
+
+def test_bad_kind_echoes_value_and_lists_accepted():
+    with pytest.raises(ValueError) as error:
+        get_strategy("gpus")
+    assert "'gpus'" in str(error.value)
+    for kind in STRATEGY_KINDS:
+        assert kind in str(error.value)
+
+
+# The TPU branch can only be checked with a mock resolver here (no TPU on this machine):
+# these tests cover the decision logic of get_strategy, not a real TPU connection.
+
+def test_auto_prefers_tpu_when_the_resolver_succeeds(monkeypatch):
+    calls = []
+    sentinel = object()
+    monkeypatch.setattr(strategy_module, "_tpu_hinted", lambda address: True)
+    monkeypatch.setattr(strategy_module, "_resolve_tpu",
+                        lambda address: calls.append(address) or "resolver")
+    monkeypatch.setattr(strategy_module, "_tpu_strategy",
+                        lambda resolver: sentinel if resolver == "resolver" else None)
+    assert get_strategy("auto", tpu_address="grpc://10.0.0.2:8470") is sentinel
+    assert calls == ["grpc://10.0.0.2:8470"]
+
+
+def test_auto_falls_back_when_the_tpu_resolver_fails(monkeypatch, capsys):
+    def failing(address):
+        raise ValueError("Please provide a TPU Name to connect to.")
+
+    monkeypatch.setattr(strategy_module, "_tpu_hinted", lambda address: True)
+    monkeypatch.setattr(strategy_module, "_resolve_tpu", failing)
+    assert get_strategy("auto") is tf.distribute.get_strategy()
+    assert "no TPU reachable" in capsys.readouterr().out
+
+
+def test_tpu_vm_defaults_to_local_address(monkeypatch):
+    seen = {}
+
+    class FakeResolver:
+        def __init__(self, tpu=None):
+            seen["tpu"] = tpu
+
+    monkeypatch.delenv("COLAB_TPU_ADDR", raising=False)
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", FakeResolver)
+    monkeypatch.setattr(tf.tpu.experimental, "initialize_tpu_system", lambda resolver: None)
+    assert isinstance(strategy_module._resolve_tpu(None), FakeResolver)
+    assert seen["tpu"] == "local"
+
+
+def test_policy_for_tpu_and_gpu_strategies(monkeypatch):
+    class FakeTPUStrategy(tf.distribute.TPUStrategy):
+        def __init__(self):  # no TPU to connect to; only the type matters
+            pass
+
+    assert mixed_precision_policy_for(FakeTPUStrategy()) == "mixed_bfloat16"
+    monkeypatch.setattr(strategy_module, "_strategy_devices",
+                        lambda strategy: ("/job:localhost/replica:0/task:0/device:GPU:0",))
+    assert mixed_precision_policy_for(tf.distribute.get_strategy()) == "mixed_float16"
