@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Sequence
 
 import keras
@@ -22,6 +23,25 @@ def block_name(stage_index: int, repeat_index: int) -> str:
     return f"block{stage_index + 1}{letter}"
 
 
+def _scaled_filters(spec: VariantSpec, count: int) -> int:
+    # EfficientNetV2 dropped V1's "never round down by more than 10%" rule.
+    return round_filters(count, spec.width, keep_within_10_percent=spec.family != "v2")
+
+
+def stem_filters(spec: VariantSpec) -> int:
+    """Width of the stem convolution (fixed for Lite, scaled otherwise)."""
+    if not spec.scale_stem_and_top:
+        return spec.stem_filters
+    return _scaled_filters(spec, spec.stem_filters)
+
+
+def top_filters(spec: VariantSpec) -> int:
+    """Width of the final 1×1 convolution (fixed for Lite, scaled otherwise)."""
+    if not spec.scale_stem_and_top:
+        return spec.top_filters
+    return _scaled_filters(spec, spec.top_filters)
+
+
 def scaled_stage_layout(spec: VariantSpec) -> list[dict]:
     """The per-block arguments of ``spec`` after width/depth scaling, in network order.
 
@@ -34,11 +54,7 @@ def scaled_stage_layout(spec: VariantSpec) -> list[dict]:
         >>> len(layout), layout[1]["name"], layout[1]["strides"], layout[2]["strides"]
         (16, 'block2a', 2, 1)
     """
-    v1_rounding = spec.family != "v2"
-
-    def filters(count):
-        return round_filters(count, spec.width, keep_within_10_percent=v1_rounding)
-
+    filters = partial(_scaled_filters, spec)
     layout = []
     last_stage = len(spec.stages) - 1
     for stage_index, stage in enumerate(spec.stages):
@@ -49,6 +65,9 @@ def scaled_stage_layout(spec: VariantSpec) -> list[dict]:
         )
         filters_in, filters_out = filters(stage.filters_in), filters(stage.filters_out)
         for repeat_index in range(repeats):
+            if not layout:
+                # The first block reads the stem, whose width Lite keeps fixed.
+                filters_in = stem_filters(spec)
             layout.append({
                 "name": block_name(stage_index, repeat_index),
                 "block": stage.block,
@@ -144,15 +163,8 @@ def backbone(
         statistics_as_weights=pre.statistics_as_weights, name="normalization",
     )(inputs)
 
-    v1_rounding = spec.family != "v2"
-
-    def head_filters(count):
-        if not spec.scale_stem_and_top:
-            return count
-        return round_filters(count, spec.width, keep_within_10_percent=v1_rounding)
-
     x = keras.layers.Conv2D(
-        head_filters(spec.stem_filters), 3, strides=2, padding="same", use_bias=False,
+        stem_filters(spec), 3, strides=2, padding="same", use_bias=False,
         kernel_initializer=CONV_KERNEL_INITIALIZER, name="stem_conv",
     )(x)
     x = _batch_norm(spec, "stem_bn")(x)
@@ -172,7 +184,7 @@ def backbone(
         )(x)
 
     x = keras.layers.Conv2D(
-        head_filters(spec.top_filters), 1, padding="same", use_bias=False,
+        top_filters(spec), 1, padding="same", use_bias=False,
         kernel_initializer=CONV_KERNEL_INITIALIZER, name="top_conv",
     )(x)
     x = _batch_norm(spec, "top_bn")(x)

@@ -94,6 +94,26 @@ def test_multiscale_features():
     assert features.get_layer("block7a") is model.get_layer("block7a")
 
 
+@pytest.mark.parametrize(
+    "variant",
+    ["lite4"] + [pytest.param(v, marks=pytest.mark.slow) for v in effnet_tl.VARIANTS if v != "lite4"],
+)
+def test_every_named_variant_builds_and_runs(variant):
+    model = effnet_tl.backbone(variant, input_shape=(32, 32, 3), pooling="avg")
+    out = model(np.full((1, 32, 32, 3), 128.0, "float32"))
+    assert out.shape == (1, model.get_layer("top_conv").filters)
+    assert np.isfinite(np.asarray(out)).all()
+
+
+def test_lite_stem_and_head_stay_fixed_while_blocks_scale():
+    model = effnet_tl.backbone("lite4", input_shape=(32, 32, 3))
+    assert model.get_layer("stem_conv").filters == 32
+    assert model.get_layer("top_conv").filters == 1280
+    assert model.get_layer("block1a").filters_in == 32  # reads the fixed stem
+    assert model.get_layer("block2a").filters_out == 32  # round_filters(24, 1.4) = 32
+    assert model.get_layer("block7a").filters_out == 448  # round_filters(320, 1.4)
+
+
 def test_variable_input_size():
     model = effnet_tl.backbone("lite0", input_shape=(None, None, 3), pooling="avg")
     assert model(np.zeros((1, 70, 90, 3), "float32")).shape == (1, 1280)
