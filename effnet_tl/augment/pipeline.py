@@ -158,7 +158,11 @@ def _device_kind(value: Any) -> str:
     if isinstance(value, tf.distribute.Strategy):
         if "TPU" in type(value).__name__:
             return "tpu"
-        devices = " ".join(value.extended.worker_devices).upper()
+        try:
+            devices = " ".join(value.extended.worker_devices).upper()
+        except RuntimeError:
+            # The default (no-op) strategy has no device list: it runs wherever TF places ops.
+            return _device_kind(None)
         if "TPU" in devices:
             return "tpu"
         return "gpu" if "GPU" in devices else "cpu"

@@ -22,7 +22,7 @@ class FusedMBConv(_InvertedResidualBase):
     Example:
         >>> import numpy as np
         >>> block = FusedMBConv(filters_in=24, filters_out=48, expand_ratio=4, strides=2)
-        >>> block(np.zeros((1, 32, 32, 24), "float32")).shape
+        >>> tuple(block(np.zeros((1, 32, 32, 24), "float32")).shape)
         (1, 16, 16, 48)
     """
 

@@ -148,7 +148,7 @@ class MBConv(_InvertedResidualBase):
     Example:
         >>> import numpy as np
         >>> block = MBConv(filters_in=16, filters_out=24, expand_ratio=6, strides=2, se_ratio=0.25)
-        >>> block(np.zeros((2, 32, 32, 16), "float32")).shape
+        >>> tuple(block(np.zeros((2, 32, 32, 16), "float32")).shape)
         (2, 16, 16, 24)
     """
 

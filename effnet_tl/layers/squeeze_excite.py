@@ -24,7 +24,7 @@ class SqueezeExcite(keras.layers.Layer):
     Example:
         >>> import numpy as np
         >>> se = SqueezeExcite(filters=8, se_filters=2)
-        >>> se(np.ones((1, 4, 4, 8), "float32")).shape
+        >>> tuple(se(np.ones((1, 4, 4, 8), "float32")).shape)
         (1, 4, 4, 8)
     """
 

@@ -140,7 +140,7 @@ def backbone(
     Example:
         >>> import numpy as np
         >>> model = backbone("b0", input_shape=(64, 64, 3), pooling="avg")
-        >>> model(np.zeros((1, 64, 64, 3), "float32")).shape
+        >>> tuple(model(np.zeros((1, 64, 64, 3), "float32")).shape)
         (1, 1280)
     """
     from effnet_tl.models.weights import load_backbone_weights
@@ -224,7 +224,7 @@ def feature_extractor(model: keras.Model, strides: Sequence[int] = FEATURE_STRID
     Example:
         >>> import numpy as np
         >>> features = feature_extractor(backbone("b0", input_shape=(64, 64, 3)))
-        >>> {k: v.shape for k, v in features(np.zeros((1, 64, 64, 3), "float32")).items()}
+        >>> {k: tuple(v.shape) for k, v in features(np.zeros((1, 64, 64, 3), "float32")).items()}
         {'stride_4': (1, 16, 16, 24), 'stride_8': (1, 8, 8, 40), 'stride_16': (1, 4, 4, 112), 'stride_32': (1, 2, 2, 320)}
     """
     endpoints = {}

@@ -46,8 +46,8 @@ def compound_scaling(
         >>> m = compound_scaling(1)
         >>> (m.depth, m.width, m.resolution)
         (1.2, 1.1, 1.15)
-        >>> round(compound_scaling(2).flops_factor, 2)  # (α·β²·γ²)^φ ≈ 2^φ
-        3.82
+        >>> round(compound_scaling(2).flops_factor, 2)  # (α·β²·γ²)^φ = 1.92^φ ≈ 2^φ
+        3.69
     """
     for label, value in (("phi", phi), ("alpha", alpha), ("beta", beta), ("gamma", gamma)):
         if not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value):

@@ -128,3 +128,10 @@ def test_choose_placement():
     assert augment.choose_placement() == expected
     with pytest.raises(ValueError, match="'quantum'"):
         augment.choose_placement("quantum")
+
+
+def test_choose_placement_accepts_the_default_strategy():
+    from effnet_tl.augment import choose_placement
+
+    # No GPU on the test machines: the default strategy places augmentation in tf.data.
+    assert choose_placement(tf.distribute.get_strategy()) == "dataset"

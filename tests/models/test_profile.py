@@ -2,18 +2,21 @@
 
 import dataclasses
 import doctest
+import importlib
 
 import keras
 import numpy as np
 import pytest
 
-from effnet_tl.models import profile as profile_module
 from effnet_tl.models.profile import (
     ModelProfile,
     format_variant_table,
     profile,
     variant_table,
 )
+
+# The submodule itself (effnet_tl.models.profile the attribute is the function).
+profile_module = importlib.import_module("effnet_tl.models.profile")
 
 # --- (a) hand-built functional model --------------------------------------------------------
 

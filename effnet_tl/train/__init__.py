@@ -1,0 +1,48 @@
+"""effnet_tl.train: the two-phase recipe (fit), callbacks, schedules, strategies, the LR finder.
+
+Names are loaded on first use (PEP 562), so importing a submodule such as
+``effnet_tl.train.step`` never drags in the whole recipe (and its model imports).
+
+Example:
+    >>> from effnet_tl.train import WarmupCosine
+    >>> float(WarmupCosine(peak_lr=1.0, total_steps=10)(10))
+    0.0
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "fit": "recipe",
+    "FitSettings": "recipe",
+    "resolve_settings": "recipe",
+    "FitResult": "run",
+    "Predictions": "run",
+    "RunPaths": "run",
+    "load_run": "run",
+    "find_lr": "lr_finder",
+    "LRFinderResult": "lr_finder",
+    "plot_lr_finder": "lr_finder",
+    "WarmupCosine": "schedules",
+    "resume_callbacks": "callbacks",
+    "StopOnNonFinite": "callbacks",
+    "SharedStepModel": "step",
+    "distributed_fit": "step",
+    "distributed_evaluate": "step",
+    "replica_train_step": "step",
+    "get_strategy": "strategy",
+    "mixed_precision_policy_for": "strategy",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(import_module(f"effnet_tl.train.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'effnet_tl.train' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

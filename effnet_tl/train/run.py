@@ -1,0 +1,321 @@
+"""The run folder (``runs/<name>/``) and the result object :func:`effnet_tl.fit` returns.
+
+Files in a run folder:
+
+* ``model.keras``: the best model (by the monitored validation metric), loadable with
+  ``keras.saving.load_model(path, safe_mode=True)`` once ``effnet_tl`` is imported.
+* ``labels.json``: class names in label order; ``config.json``: every resolved setting.
+* ``history.csv``: one row per epoch, both phases (a ``phase`` column).
+* ``report.json``: validation (and test) accuracy, top-k, per-class precision/recall/F1.
+* ``plots/history.png``, ``plots/confusion_matrix.png``, ``plots/confident_mistakes.png``.
+* ``backup/<phase>/`` and ``phases.json``: resume state (a rerun continues from there).
+* ``tensorboard/`` when asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["FitResult", "Predictions", "RunPaths", "load_run", "prepare_images"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPaths:
+    """Every path of one run folder."""
+
+    root: Path
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.keras"
+
+    @property
+    def labels(self) -> Path:
+        return self.root / "labels.json"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def history(self) -> Path:
+        return self.root / "history.csv"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.json"
+
+    @property
+    def phases(self) -> Path:
+        return self.root / "phases.json"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def history_plot(self) -> Path:
+        return self.plots / "history.png"
+
+    @property
+    def confusion_plot(self) -> Path:
+        return self.plots / "confusion_matrix.png"
+
+    @property
+    def mistakes_plot(self) -> Path:
+        return self.plots / "confident_mistakes.png"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    def as_dict(self) -> dict[str, str]:
+        names = ("model", "labels", "config", "history", "report", "history_plot",
+                 "confusion_plot", "mistakes_plot")
+        return {name: str(getattr(self, name)) for name in names}
+
+
+def default_run_name(source: Any, variant_name: str) -> str:
+    """A stable name for a call, so rerunning it finds (and resumes) the same folder.
+
+    Example:
+        >>> default_run_name("/data/flowers/", "b0")
+        'flowers-b0'
+    """
+    if isinstance(source, (str, os.PathLike)) and not str(source).startswith("tfds:"):
+        stem = Path(str(source).rstrip("/\\")).name or "dataset"
+    elif isinstance(source, str):
+        stem = source.split(":", 1)[1]
+    else:
+        stem = type(source).__name__.lower()
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("_") or "dataset"
+    return f"{stem}-{variant_name}"
+
+
+def write_json(path: Path, payload: dict) -> None:
+    """Atomic JSON write (temporary file + rename): a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(payload, indent=2, default=_json_default) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    return repr(value)
+
+
+def looks_unit_range(images: np.ndarray) -> bool:
+    """True when float pixels look like [0, 1] (max <= 1) rather than the expected [0, 255]."""
+    images = np.asarray(images)
+    if images.size == 0 or not np.issubdtype(images.dtype, np.floating):
+        return False
+    finite = images[np.isfinite(images)]
+    return finite.size > 0 and float(finite.max()) <= 1.0 and float(finite.min()) >= 0.0 \
+        and float(finite.max()) > 0.0
+
+
+UNIT_RANGE_MESSAGE = (
+    "effnet_tl: the pixels look like they are in [0, 1] (max <= 1.0), but EfficientNet models "
+    "take float RGB in [0, 255] and normalise inside the model; [0, 1] inputs train a silently "
+    "bad model (every image looks almost black). {action}"
+)
+
+
+def prepare_images(images, image_size: tuple[int, int], *, fix_unit_range: bool = True) -> np.ndarray:
+    """Turn paths / arrays / PIL images into a float32 batch ``(N, H, W, 3)`` in [0, 255].
+
+    File images and arrays of another size are centre-cropped to the model's aspect ratio and
+    resized (the same as the validation pipeline's ``"center_crop"``).
+    """
+    import tensorflow as tf
+
+    from effnet_tl.data.imagefile import load_rgb
+
+    if isinstance(images, (str, os.PathLike)):
+        images = [images]
+    if isinstance(images, np.ndarray) and images.ndim in (2, 3) and (
+        images.ndim == 2 or images.shape[-1] in (1, 3, 4)
+    ):
+        images = images[None]
+    batch = []
+    for image in images:
+        if isinstance(image, (str, os.PathLike)):
+            array = load_rgb(str(image)).astype("float32")
+        else:
+            array = np.asarray(image).astype("float32")
+        if array.ndim == 2:
+            array = array[..., None]
+        if array.shape[-1] == 1:
+            array = np.repeat(array, 3, axis=-1)
+        elif array.shape[-1] == 4:
+            array = array[..., :3]
+        if array.shape[:2] != tuple(image_size):
+            array = _center_crop_resize(tf, array, image_size)
+        batch.append(array)
+    out = np.stack(batch).astype("float32") if batch else np.zeros((0, *image_size, 3), "float32")
+    if looks_unit_range(out):
+        if fix_unit_range:
+            warnings.warn(UNIT_RANGE_MESSAGE.format(action="Multiplied them by 255."), stacklevel=3)
+            out = out * 255.0
+        else:
+            warnings.warn(UNIT_RANGE_MESSAGE.format(action="Multiply them by 255."), stacklevel=3)
+    return out
+
+
+def _center_crop_resize(tf, array: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    height, width = array.shape[:2]
+    target = image_size[1] / image_size[0]
+    if width / height > target:
+        crop_h, crop_w = height, max(1, int(round(height * target)))
+    else:
+        crop_h, crop_w = max(1, int(round(width / target))), width
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    cropped = array[top: top + crop_h, left: left + crop_w]
+    return tf.image.resize(cropped, image_size).numpy()
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+    """Output of :meth:`FitResult.predict`.
+
+    Attributes:
+        labels: Predicted class name per image.
+        confidences: Probability of the predicted class per image.
+        probabilities: ``(N, num_classes)`` probabilities, columns in ``class_names`` order.
+        class_names: The classes, in label order.
+    """
+
+    labels: list[str]
+    confidences: np.ndarray
+    probabilities: np.ndarray
+    class_names: tuple[str, ...]
+
+    def __iter__(self):
+        # ``names, probs = result.predict(images)``
+        return iter((self.labels, self.probabilities))
+
+    def top_k(self, k: int = 3) -> list[list[tuple[str, float]]]:
+        """The ``k`` most likely ``(class name, probability)`` pairs per image."""
+        order = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :k]
+        return [
+            [(self.class_names[j], float(row[j])) for j in top]
+            for row, top in zip(self.probabilities, order)
+        ]
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What :func:`effnet_tl.fit` returns.
+
+    Attributes:
+        model: The best model (the one saved as ``model.keras``).
+        class_names: Classes in label order.
+        metrics: ``report.json`` as a dict (``"val"``, ``"test"`` (or ``None``), ...).
+        paths: :class:`RunPaths` of the run folder.
+        config: The resolved settings (``config.json``).
+        history: One dict per epoch (``history.csv``).
+        stopped: The NaN/Inf stop record (epoch, batch, loss, message), or ``None``.
+    """
+
+    model: Any
+    class_names: tuple[str, ...]
+    metrics: dict
+    paths: RunPaths
+    config: dict
+    history: list[dict] = dataclasses.field(default_factory=list)
+    stopped: dict | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.paths.root
+
+    @property
+    def val_accuracy(self) -> float | None:
+        val = self.metrics.get("val")
+        return None if not val else val["accuracy"]
+
+    @property
+    def test_accuracy(self) -> float | None:
+        test = self.metrics.get("test")
+        return None if not test else test["accuracy"]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        shape = self.model.input_shape
+        return int(shape[1]), int(shape[2])
+
+    def predict(self, images, *, batch_size: int = 64) -> Predictions:
+        """Classify images: file paths, an array ``(N, H, W, C)``/``(H, W, C)``, or a list.
+
+        Pixels must be in [0, 255]; arrays that look like [0, 1] are rescaled with a warning.
+
+        Returns:
+            :class:`Predictions` (unpacks as ``labels, probabilities``).
+        """
+        batch = prepare_images(images, self.image_size)
+        if len(batch):
+            probabilities = np.asarray(self.model.predict(batch, batch_size=batch_size, verbose=0))
+        else:
+            probabilities = np.zeros((0, len(self.class_names)), "float32")
+        indices = probabilities.argmax(axis=1)
+        return Predictions(
+            labels=[self.class_names[i] for i in indices],
+            confidences=probabilities.max(axis=1) if len(probabilities) else np.zeros(0),
+            probabilities=probabilities,
+            class_names=tuple(self.class_names),
+        )
+
+
+def load_run(run_dir: str | os.PathLike) -> FitResult:
+    """Reopen a finished run folder (model loaded with ``safe_mode=True``).
+
+    Example (not run here):
+        >>> result = load_run("runs/digits-lite0")            # doctest: +SKIP
+        >>> result.predict("some_digit.png").labels           # doctest: +SKIP
+    """
+    import keras
+
+    import effnet_tl.classifier  # noqa: F401  (registers the custom objects)
+    from effnet_tl.data.classes import read_labels
+    from effnet_tl.train.callbacks import read_history
+
+    paths = RunPaths(Path(run_dir))
+    if not paths.model.exists():
+        raise FileNotFoundError(f"{paths.model} does not exist: is {run_dir!r} a finished run folder?")
+    model = keras.saving.load_model(paths.model, safe_mode=True)
+    return FitResult(
+        model=model,
+        class_names=read_labels(paths.labels),
+        metrics=read_json(paths.report) or {},
+        paths=paths,
+        config=read_json(paths.config) or {},
+        history=read_history(paths.history),
+        stopped=(read_json(paths.report) or {}).get("stopped"),
+    )
+
+
+def sequence_of_str(values: Sequence) -> list[str]:
+    return [str(v) for v in values]

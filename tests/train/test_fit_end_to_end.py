@@ -1,0 +1,198 @@
+"""effnet_tl.fit end to end on real image files: accuracy, run folder, reload, resume, NaN, guards.
+
+Tiny settings throughout (Lite0 with its offline ImageNet weights at 32 px, tens of images).
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from effnet_tl.data import class_weights
+from effnet_tl.train import fit, load_run
+
+COLOURS = {"blue": (30, 60, 220), "green": (40, 200, 60), "red": (220, 40, 40)}
+FAST = dict(variant="lite0", weights="imagenet", image_size=32, batch_size=8, augment="light",
+            verbose=0, seed=0)
+
+
+def make_folder(root: Path, per_class=20, size=40, seed=0) -> Path:
+    """Class folders of noisy PNGs, each class a differently coloured square on grey noise."""
+    rng = np.random.default_rng(seed)
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = rng.integers(90, 160, (size, size, 3)).astype(np.uint8)
+            y, x = rng.integers(0, size // 2, 2)
+            image[y:y + size // 2, x:x + size // 2] = colour
+            Image.fromarray(image).save(root / name / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    data = make_folder(tmp_path_factory.mktemp("data") / "shapes")
+    run_dir = tmp_path_factory.mktemp("runs") / "shapes"
+    result = fit(data, 3, run_dir=run_dir, head_epochs=15, head_lr=1e-2, finetune_epochs=2,
+                 unfreeze_blocks=1,
+                 val_fraction=0.25, **FAST)
+    return data, result
+
+
+def test_reaches_high_validation_accuracy(trained):
+    _, result = trained
+    assert result.val_accuracy >= 0.9, result.metrics["val"]
+    rows = result.history
+    assert [row["phase"] for row in rows].count("finetune") == 2
+    assert [row["epoch"] for row in rows] == list(range(len(rows)))
+
+
+def test_run_folder_holds_every_artifact(trained):
+    _, result = trained
+    paths = result.paths
+    for path in (paths.model, paths.labels, paths.config, paths.history, paths.report):
+        assert path.is_file(), path
+    assert json.loads(paths.labels.read_text())["class_names"] == ["blue", "green", "red"]
+    config = json.loads(paths.config.read_text())
+    assert config["settings"]["unfreeze_blocks"] == 1
+    assert config["settings"]["cache_features"] is True
+    report = json.loads(paths.report.read_text())
+    assert report["val"]["accuracy"] == pytest.approx(result.val_accuracy)
+    assert set(report["val"]["per_class"]["red"]) == {"precision", "recall", "f1", "support"}
+    assert report["test"] is None  # this source has no test split
+    for png in (paths.history_plot, paths.confusion_plot, paths.mistakes_plot):
+        with Image.open(png) as image:
+            assert image.format == "PNG" and min(image.size) > 100
+            assert np.asarray(image).std() > 0  # not a blank canvas
+
+
+def test_reload_safe_mode_predicts_identically(trained):
+    data, result = trained
+    files = sorted(str(p) for p in (data / "red").glob("*.png"))[:4]
+    reloaded = keras.saving.load_model(result.paths.model, safe_mode=True)
+    batch = np.stack([np.asarray(Image.open(f).convert("RGB").resize((32, 32)), "float32")
+                      for f in files])
+    np.testing.assert_array_equal(reloaded.predict(batch, verbose=0),
+                                  result.model.predict(batch, verbose=0))
+    predictions = result.predict(files)
+    assert predictions.labels == ["red"] * 4
+    labels, probabilities = predictions
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    again = load_run(result.run_dir).predict(files)
+    np.testing.assert_allclose(again.probabilities, probabilities, rtol=1e-6)
+
+
+def test_rerun_of_a_finished_run_trains_nothing(trained):
+    data, result = trained
+    started = time.perf_counter()
+    again = fit(data, 3, run_dir=result.run_dir, head_epochs=15, head_lr=1e-2, finetune_epochs=2,
+                unfreeze_blocks=1, val_fraction=0.25, **FAST)
+    assert len(again.history) == len(result.history)
+    assert again.val_accuracy == pytest.approx(result.val_accuracy)
+    with pytest.raises(ValueError, match="other settings"):
+        fit(data, 3, run_dir=result.run_dir, head_epochs=16, head_lr=1e-2, finetune_epochs=2,
+            unfreeze_blocks=1, val_fraction=0.25, **FAST)
+    assert time.perf_counter() - started < 120
+
+
+def test_wrong_num_classes_fails_before_training(tmp_path):
+    data = make_folder(tmp_path / "shapes", per_class=3)
+    with pytest.raises(ValueError, match=r"num_classes=5 but dataset_dir has 3 class folders"):
+        fit(data, 5, run_dir=tmp_path / "run", **FAST)
+    assert not (tmp_path / "run").exists()
+
+
+def test_nan_setting_stops_cleanly_and_keeps_last_good_model(tmp_path, capsys):
+    data = make_folder(tmp_path / "shapes", per_class=6)
+    # An absurd learning rate overflows the head's weights to inf: loss NaN in epoch 1.
+    result = fit(data, 3, run_dir=tmp_path / "run", head_epochs=3, finetune_epochs=2,
+                 head_lr=1e38, val_fraction=0.34, **FAST)
+    assert result.stopped is not None and result.stopped["epoch"] == 0
+    assert "Stopping: loss became" in capsys.readouterr().out
+    assert not any(row.get("phase") == "finetune" for row in result.history)
+    reloaded = keras.saving.load_model(result.paths.model, safe_mode=True)
+    assert all(np.isfinite(w).all() for w in reloaded.get_weights())
+    assert json.loads(result.paths.report.read_text())["stopped"]["epoch"] == 0
+
+
+def test_arrays_source_imbalance_and_unit_range_guard(tmp_path):
+    rng = np.random.default_rng(0)
+    counts = {0: 24, 1: 6}
+    images, labels = [], []
+    for label, count in counts.items():
+        colour = np.array(list(COLOURS.values())[label], "float32")
+        block = rng.uniform(90, 160, (count, 32, 32, 3)).astype("float32")
+        block[:, 8:24, 8:24] = colour
+        images.append(block / 255.0)  # the classic mistake: pixels divided by 255
+        labels += [label] * count
+    images = np.concatenate(images)
+    with pytest.warns(UserWarning, match=r"\[0, 1\]"):
+        result = fit((images, np.array(labels)), 2, run_dir=tmp_path / "run", head_epochs=2,
+                     finetune_epochs=0, val_fraction=0.25, **FAST)
+    assert result.config["pixel_range_action"] == "rescaled"
+    train_labels = np.array([0] * 18 + [1] * 4)  # 75 % of each class trains
+    expected = class_weights(train_labels, 2)
+    got = {int(k): v for k, v in result.config["settings"]["class_weight"].items()}
+    assert got == pytest.approx(expected)
+    assert got[1] > 3 * got[0]
+
+
+RESUME_SCRIPT = textwrap.dedent("""
+    import os, sys
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from effnet_tl.train import fit
+    fit(sys.argv[1], 3, run_dir=sys.argv[2], variant="lite0", weights="imagenet", image_size=32,
+        batch_size=4, head_epochs=2, finetune_epochs=5, unfreeze_blocks=2, augment="light",
+        patience=None, val_fraction=0.25, seed=0, verbose=2)
+""")
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_at_next_epoch(tmp_path):
+    data = make_folder(tmp_path / "shapes", per_class=16)
+    run_dir = tmp_path / "run"
+    script = tmp_path / "train.py"
+    script.write_text(RESUME_SCRIPT)
+    history = run_dir / "history.csv"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = subprocess.Popen([sys.executable, str(script), str(data), str(run_dir)],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    deadline = time.time() + 150
+    finished = 0
+    try:
+        # Kill (SIGKILL: no clean-up) once the first fine-tuning epoch (epoch index 2) is done.
+        while time.time() < deadline and process.poll() is None:
+            if history.exists():
+                finished = len(history.read_text().strip().splitlines()) - 1
+                if finished >= 3:
+                    break
+            time.sleep(0.05)
+        assert process.poll() is None, process.stdout.read().decode()[-3000:]
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+    finished = len(history.read_text().strip().splitlines()) - 1
+    assert 3 <= finished < 7
+
+    rerun = subprocess.run([sys.executable, str(script), str(data), str(run_dir)],
+                           capture_output=True, text=True, env=env, timeout=170)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    trained_epochs = [int(line.split()[1].split("/")[0]) for line in rerun.stdout.splitlines()
+                      if line.startswith("Epoch ")]
+    # Keras counts epochs from 1: the rerun's first epoch is the one after the last finished.
+    assert trained_epochs == list(range(finished + 1, 8)), rerun.stdout[-2000:]
+    assert "resuming phase 'finetune'" in rerun.stdout
+    rows = [line.split(",")[0] for line in history.read_text().strip().splitlines()[1:]]
+    assert rows == [str(i) for i in range(7)]
+    assert keras.saving.load_model(run_dir / "model.keras", safe_mode=True) is not None

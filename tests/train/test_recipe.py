@@ -1,0 +1,78 @@
+"""Recipe defaults adapt to dataset size and variant; run-folder helpers; pixel-range guard."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from effnet_tl.train.recipe import (
+    default_batch_size,
+    default_finetune_epochs,
+    default_unfreeze_blocks,
+    resolve_settings,
+)
+from effnet_tl.train.run import default_run_name, looks_unit_range, prepare_images
+
+GIVEN = dict(
+    variant="lite0", weights="imagenet", image_size=None, batch_size=None, head_epochs=None,
+    finetune_epochs=None, unfreeze_blocks="auto", head_lr=None, finetune_lr=None,
+    warmup_fraction=0.1, weight_decay=1e-2, label_smoothing=0.1, dropout_rate=None,
+    drop_path_rate=0.2, extra_blocks=0, augment="medium", resize="center_crop",
+    cache_features="auto", val_fraction=0.2, seed=0, patience="auto", monitor="val_accuracy",
+    mixed_precision="auto", fix_pixel_range=True,
+)
+
+
+def _settings(num_train, **overrides):
+    return resolve_settings(num_train=num_train, num_blocks=16, replicas=1,
+                            strategy=tf.distribute.get_strategy(), **{**GIVEN, **overrides})
+
+
+def test_defaults_adapt_to_dataset_size_and_variant():
+    small, large = _settings(500), _settings(100_000)
+    assert small.image_size == (224, 224)  # lite0's resolution
+    assert small.dropout_rate == pytest.approx(0.2)
+    assert small.finetune_epochs > large.finetune_epochs
+    assert small.unfreeze_blocks < large.unfreeze_blocks <= 16
+    assert small.batch_size == 32 and _settings(100).batch_size == 16
+    assert small.finetune_lr < small.head_lr / 5  # a much lower rate for fine-tuning
+    assert small.cache_features and small.mixed_precision == "float32"
+    # ~400 head steps on cached features: more epochs for fewer images.
+    assert small.head_epochs == 25 and large.head_epochs == 10  # 500 / 32 -> 16 steps
+
+
+def test_every_knob_is_overridable():
+    s = _settings(500, batch_size=8, head_epochs=2, finetune_epochs=1, unfreeze_blocks="block6a",
+                  head_lr=0.1, finetune_lr=0.01, image_size=(48, 64), cache_features=False,
+                  patience=None)
+    assert (s.batch_size, s.head_epochs, s.finetune_epochs, s.unfreeze_blocks) == (8, 2, 1, "block6a")
+    assert (s.head_lr, s.finetune_lr, s.image_size, s.cache_features, s.patience) == (
+        0.1, 0.01, (48, 64), False, None)
+    assert s.to_dict()["image_size"] == [48, 64]
+
+
+def test_default_helpers_are_monotone():
+    sizes = [100, 1_000, 5_000, 50_000, 500_000]
+    epochs = [default_finetune_epochs(n) for n in sizes]
+    assert epochs == sorted(epochs, reverse=True)
+    blocks = [default_unfreeze_blocks(n, 16) for n in sizes]
+    assert blocks == sorted(blocks) and blocks[0] == 4 and blocks[-1] == 8
+    assert default_batch_size(1000, replicas=4) == 128
+
+
+def test_run_name_is_stable():
+    assert default_run_name("/data/flowers/", "b0") == "flowers-b0"
+    assert default_run_name("tfds:tf_flowers", "lite0") == "tf_flowers-lite0"
+
+
+def test_unit_range_guard_rescales_with_an_explanation():
+    images = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype("float32")
+    assert looks_unit_range(images) and not looks_unit_range(images * 255)
+    with pytest.warns(UserWarning, match=r"\[0, 255\]"):
+        out = prepare_images(images, (32, 32))
+    np.testing.assert_allclose(out, images * 255, rtol=1e-6)
+
+
+def test_prepare_images_converts_gray_and_resizes():
+    gray = np.full((16, 24), 200, np.uint8)  # wider than tall: centre crop to square first
+    out = prepare_images(gray, (8, 8))
+    assert out.shape == (1, 8, 8, 3) and np.allclose(out, 200.0)
