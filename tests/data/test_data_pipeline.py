@@ -88,7 +88,7 @@ def test_deterministic_given_seed_and_random_crop_varies(tmp_path):
     assert sum(len(b[0]) for b in cached[0]) == 6
 
 
-def test_eval_batches_identical_with_memory_disk_and_no_cache(tmp_path):
+def test_eval_batches_agree_with_memory_disk_and_no_cache(tmp_path):
     paths = [_wide_png(tmp_path, f"{i}.png", seed=i)[0] for i in range(5)]
     ex = scan(_source(paths, [0, 1, 2, 0, 1], ["a", "b", "c"])).source.train
     runs = [
@@ -98,14 +98,15 @@ def test_eval_batches_identical_with_memory_disk_and_no_cache(tmp_path):
     for run in runs[1:]:
         assert len(run) == 3
         for (x1, y1), (x2, y2) in zip(runs[0], run):
-            np.testing.assert_array_equal(x1, x2)
+            # Caches hold the resized image rounded to uint8; uncached keeps the exact floats.
+            np.testing.assert_allclose(x1, x2, atol=0.5, rtol=0)
             np.testing.assert_array_equal(y1, y2)
+    for cached_run in runs[2:]:
+        for (x1, _), (x2, _) in zip(runs[1], cached_run):
+            np.testing.assert_array_equal(x1, x2)
     labels = np.concatenate([y for _, y in runs[0]])
     np.testing.assert_array_equal(labels, np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1]])
-    assert all(
-        float(x.max()) <= 255 and float(x.min()) >= 0 and (x == np.round(x)).all()
-        for x, _ in runs[0]
-    )
+    assert all(float(x.max()) <= 255 and float(x.min()) >= 0 for x, _ in runs[0])
 
 
 def test_training_shuffle_with_cache_yields_each_example_once(tmp_path):
