@@ -24,6 +24,30 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def _keras_applications_layer_count(layer) -> int:
+    """How many layers keras.applications uses for what is one layer of ours."""
+    from effnet_tl.layers import FusedMBConv, MBConv
+
+    if not isinstance(layer, (MBConv, FusedMBConv)):
+        return 1
+    count = 3 if layer.expand_ratio != 1 else 0          # expand conv, BN, activation
+    count += 3 if isinstance(layer, MBConv) else 0       # depthwise conv, BN, activation
+    count += 5 if layer.se is not None else 0            # squeeze, reshape, reduce, expand, excite
+    count += 2                                           # project conv, BN
+    count += 2 if layer.has_residual else 0              # drop, add
+    return count
+
+
+def _top_layers_holding(base, keras_layers: int) -> int:
+    """Number of our top-level layers that hold the top ``keras_layers`` keras.applications layers."""
+    total = 0
+    for taken, layer in enumerate(reversed(base.layers), start=1):
+        total += _keras_applications_layer_count(layer)
+        if total >= keras_layers:
+            return taken
+    return len(base.layers)
+
+
 def keras_io_recipe(source, image_size, epochs1, epochs2, batch_size=32):
     import keras
 
@@ -52,8 +76,9 @@ def keras_io_recipe(source, image_size, epochs1, epochs2, batch_size=32):
                   metrics=["accuracy"])
     model.fit(train, epochs=epochs1, validation_data=val, verbose=2)
     # Phase 2: the top 20 layers of the backbone, BatchNorm frozen (the recipe's unfreeze_model).
+    # Our blocks are single layers; count them in keras.applications' per-op layers instead.
     base.trainable = True
-    for layer in base.layers[:-20]:
+    for layer in base.layers[:-_top_layers_holding(base, 20)]:
         layer.trainable = False
     for layer in base._flatten_layers():
         if isinstance(layer, keras.layers.BatchNormalization):
