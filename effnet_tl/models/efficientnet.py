@@ -159,7 +159,7 @@ def backbone(
     inputs = keras.Input(shape=shape, name="image")
     pre = spec.preprocessing
     x = ImageNormalization(
-        scale=pre.scale, mean=pre.mean, stddev=pre.stddev,
+        scale=pre.scale, mean=pre.mean, variance=pre.variance,
         statistics_as_weights=pre.statistics_as_weights, name="normalization",
     )(inputs)
 

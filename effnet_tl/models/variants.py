@@ -12,22 +12,23 @@ from effnet_tl.models.scaling import compound_scaling, round_resolution
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STDDEV = (0.229, 0.224, 0.225)
+IMAGENET_VARIANCE = tuple(std**2 for std in IMAGENET_STDDEV)
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """``(pixels * scale - mean) / stddev``, what the family's weights were trained on."""
+    """``(pixels * scale - mean) / sqrt(variance)``, what the family's weights were trained on."""
 
     scale: float
     mean: tuple[float, float, float]
-    stddev: tuple[float, float, float]
+    variance: tuple[float, float, float]
     statistics_as_weights: bool = False
 
 
-V1_PREPROCESSING = Preprocessing(1 / 255, IMAGENET_MEAN, IMAGENET_STDDEV, True)
-V2_B_PREPROCESSING = Preprocessing(1 / 255, IMAGENET_MEAN, IMAGENET_STDDEV, False)
+V1_PREPROCESSING = Preprocessing(1 / 255, IMAGENET_MEAN, IMAGENET_VARIANCE, True)
+V2_B_PREPROCESSING = Preprocessing(1 / 255, IMAGENET_MEAN, IMAGENET_VARIANCE, False)
 V2_SML_PREPROCESSING = Preprocessing(1 / 128, (1.0, 1.0, 1.0), (1.0, 1.0, 1.0), False)
-LITE_PREPROCESSING = Preprocessing(1.0, (127.0, 127.0, 127.0), (128.0, 128.0, 128.0), False)
+LITE_PREPROCESSING = Preprocessing(1.0, (127.0,) * 3, (128.0**2,) * 3, False)
 
 
 @dataclass(frozen=True)

@@ -151,6 +151,16 @@ def _with_normalization_alias(layers: dict[str, list[np.ndarray]]):
     return layers
 
 
+def _fix_imagenet_v1_statistics(layers: dict[str, list[np.ndarray]]):
+    # The official V1 ImageNet files hold the ImageNet standard deviation where Keras'
+    # Normalization expects a variance (tensorflow/tensorflow#49930); keras.applications
+    # compensates with an extra Rescaling when weights="imagenet". Square it on load instead,
+    # so the model computes (x - mean) / std exactly as keras.applications does.
+    layers = _with_normalization_alias(layers)
+    mean, stddev, count = layers["normalization"]
+    return {**layers, "normalization": [mean, np.square(stddev), count]}
+
+
 def assign_official_weights(
     model: keras.Model, family: str, layers: dict[str, list[np.ndarray]], *, source: str,
     include_top: bool,
@@ -372,6 +382,8 @@ def load_backbone_weights(model: keras.Model, spec: VariantSpec, weights, *, inc
             path = fetch_official_weights(spec.name, include_top=include_top)
             source = str(path)
         layers = read_legacy_h5(path)
+        if spec.family == "v1":
+            layers = _fix_imagenet_v1_statistics(layers)
         assign_official_weights(model, spec.family, layers, source=source, include_top=include_top)
         return
     path = Path(os.fspath(weights))

@@ -314,20 +314,25 @@ class _SaveFullModel(keras.callbacks.ModelCheckpoint):
     """The best-model checkpoint of the cached head phase: saves the full classifier.
 
     The head phase trains a small model over cached features that shares its layers with the
-    classifier; the run folder's ``model.keras`` must still be the whole classifier.
+    classifier; the run folder's ``model.keras`` must still be the whole classifier. The best
+    head weights are kept in memory and the classifier is written once, when the phase ends:
+    writing a whole ``.keras`` file at every improving epoch cost more than training the head.
     """
 
     def __init__(self, classifier, **kwargs):
         super().__init__(**kwargs)
         self._classifier = classifier
+        self._best_head_weights = None
 
     def _save_model(self, epoch, batch, logs):
-        head = self.model
-        self.set_model(self._classifier)
-        try:
-            super()._save_model(epoch, batch, logs)
-        finally:
-            self.set_model(head)
+        filepath = self._get_file_path(epoch, batch, logs)
+        if self._should_save_model(epoch, batch, logs, filepath):  # also updates self.best
+            self._best_head_weights = [np.array(w) for w in self.model.weights]
+
+    def on_train_end(self, logs=None):
+        if self._best_head_weights is not None:
+            self.model.set_weights(self._best_head_weights)
+            self._classifier.save(self.filepath, overwrite=True)
 
 
 def _phase_callbacks(paths: RunPaths, *, phase, settings, classifier=None, tensorboard=False):

@@ -49,6 +49,17 @@ def keras_reference(variant, *, include_top, input_shape, seed=0):
     return model
 
 
+def keras_reference_from_file(variant, *, include_top, input_shape, path):
+    """A keras.applications model with ``path`` loaded by Keras' own weight loader.
+
+    Loading (not assigning) matters: Keras' Normalization layer only takes the mean and
+    variance of a file into use when its variables are loaded.
+    """
+    return KERAS_APPLICATIONS[variant](
+        weights=str(path), include_top=include_top, input_shape=input_shape
+    )
+
+
 def write_official_h5(model, path):
     """Write weights exactly as the published files are written (Keras' legacy HDF5 writer)."""
     with h5py.File(path, "w") as handle:

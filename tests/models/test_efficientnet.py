@@ -7,16 +7,38 @@ import keras
 
 import effnet_tl
 from effnet_tl.models import WeightsMismatchError
-from tests.models.keras_reference import KERAS_APPLICATIONS, keras_reference, write_official_h5
+from tests.models.keras_reference import (
+    KERAS_APPLICATIONS,
+    keras_reference,
+    keras_reference_from_file,
+    write_official_h5,
+)
 
 FAST_PARITY = [("b0", 64), ("v2-b0", 64), ("v2-s", 64)]
 ALL_PARITY = [(name, 64) for name in KERAS_APPLICATIONS]
 
 
+def _keras_block_output(reference, block):
+    """keras.applications' name for the output of our block ``block`` (e.g. block2b_add)."""
+    names = {layer.name for layer in reference.layers}
+    for suffix in ("add", "project_activation", "project_bn"):
+        if f"{block}_{suffix}" in names:
+            return f"{block}_{suffix}"
+    raise AssertionError(f"no keras layer for {block}")
+
+
+def _endpoints(model, names):
+    return keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+
+
 def _assert_parity(variant, size, include_top, tmp_path):
     shape = (size, size, 3)
-    reference = keras_reference(variant, include_top=include_top, input_shape=shape)
-    path = write_official_h5(reference, tmp_path / f"{variant}.h5")
+    path = write_official_h5(
+        keras_reference(variant, include_top=include_top, input_shape=shape),
+        tmp_path / f"{variant}.h5",
+    )
+    reference = keras_reference_from_file(variant, include_top=include_top, input_shape=shape,
+                                          path=path)
     ours = effnet_tl.backbone(variant, weights=str(path), include_top=include_top,
                               input_shape=shape)
     images = np.random.default_rng(1).uniform(0, 255, (2,) + shape).astype("float32")
@@ -24,6 +46,18 @@ def _assert_parity(variant, size, include_top, tmp_path):
     actual = ours.predict(images, verbose=0)
     assert np.abs(expected).max() > 1e-2  # the comparison is not between near-zero tensors
     np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=0)
+    # Deep random networks contract differences away, so the final output alone would hide
+    # e.g. a wrong input normalisation: compare the stem and the last block of every stage.
+    blocks = [l.name for l in ours.layers if isinstance(l, effnet_tl.layers.MBConv)
+              or isinstance(l, effnet_tl.layers.FusedMBConv)]
+    stage_ends = [b for b, nxt in zip(blocks, blocks[1:] + ["end"]) if b[:6] != nxt[:6]]
+    ours_out = _endpoints(ours, ["stem_activation"] + stage_ends).predict(images, verbose=0)
+    keras_out = _endpoints(
+        reference, ["stem_activation"] + [_keras_block_output(reference, b) for b in stage_ends]
+    ).predict(images, verbose=0)
+    for name, a, b in zip(["stem_activation"] + stage_ends, ours_out, keras_out):
+        scale = max(1.0, float(np.abs(b).max()))
+        np.testing.assert_allclose(a, b, atol=1e-4 * scale, rtol=0, err_msg=name)
     assert ours.count_params() == reference.count_params()
 
 

@@ -35,10 +35,38 @@ def _same_outputs(a, b):
     np.testing.assert_allclose(a.predict(x, verbose=0), b.predict(x, verbose=0), atol=1e-4)
 
 
+def _assert_imagenet_normalisation(model, path):
+    """The official V1 files store the ImageNet std in the "variance" slot (tf#49930):
+    keras.applications with weights="imagenet" computes (x/255 - mean) / std from them."""
+    import h5py
+    import keras
+
+    with h5py.File(path) as handle:
+        # Keras names it "normalization_<n>" when the session built other models first.
+        group = next(handle[name] for name in handle if name.startswith("normalization"))
+        mean, std, _ = (np.asarray(group[name]) for name in group.attrs["weight_names"])
+    x = np.random.default_rng(0).uniform(0, 255, (1,) + SIZE).astype("float32")
+    normalised = keras.Model(model.inputs, model.get_layer("normalization").output)(x)
+    np.testing.assert_allclose(normalised, (x / 255 - mean) / std, rtol=1e-5, atol=1e-5)
+
+
 def test_imagenet_from_offline_directory(official_b0_notop, monkeypatch):
     reference, path = official_b0_notop
     monkeypatch.setenv(weights_module.WEIGHTS_DIR_ENV, str(path.parent))
-    _same_outputs(reference, effnet_tl.backbone("b0", weights="imagenet", input_shape=SIZE))
+    model = effnet_tl.backbone("b0", weights="imagenet", input_shape=SIZE)
+    _assert_imagenet_normalisation(model, path)
+    # Every other weight is the file's.
+    for ours, theirs in zip(model.get_layer("top_bn").weights, reference.get_layer("top_bn").weights):
+        np.testing.assert_array_equal(ours, theirs)
+
+
+def test_weights_path_matches_keras_loading_the_same_path(official_b0_notop):
+    """weights=<path> means what it means in keras.applications: no ImageNet std fix-up."""
+    _, path = official_b0_notop
+    from tests.models.keras_reference import keras_reference_from_file
+
+    reference = keras_reference_from_file("b0", include_top=False, input_shape=SIZE, path=path)
+    _same_outputs(reference, effnet_tl.backbone("b0", weights=str(path), input_shape=SIZE))
 
 
 def test_imagenet_download_goes_through_keras_get_file(official_b0_notop, monkeypatch, tmp_path):
@@ -47,7 +75,7 @@ def test_imagenet_download_goes_through_keras_get_file(official_b0_notop, monkey
     monkeypatch.delenv(weights_module.WEIGHTS_DIR_ENV, raising=False)
     monkeypatch.setattr(weights_module, "KERAS_V1_BASE_URL", path.parent.as_uri() + "/")
     model = effnet_tl.backbone("b0", weights="imagenet", input_shape=SIZE)
-    _same_outputs(reference, model)
+    _assert_imagenet_normalisation(model, path)
     cached = tmp_path / "keras_home" / "models" / "efficientnetb0_notop.h5"
     assert cached.is_file() and _md5(cached) == _md5(path)
 
