@@ -8,7 +8,8 @@ RandomTranslation(0.1, 0.1), RandomFlip(), RandomContrast(0.1) in the model; hea
 GlobalAveragePooling2D -> BatchNormalization -> Dropout(0.2) -> Dense(softmax); phase 1 frozen
 backbone with Adam(1e-2); phase 2 the top 20 layers unfrozen with BatchNormalization frozen,
 Adam(1e-5). effnet_tl.fit runs with its defaults except image_size, the epoch budget and the
-val split. Prints test accuracy and wall time of both, and the ratios.
+val split. Prints test accuracy and wall time of both, and the ratios; and, for time to the
+recipe's accuracy, the same fit call stopped after its head phase (finetune_epochs=0).
 
     python benchmarks/time_to_accuracy.py [--epochs1 4] [--epochs2 4] [--image-size 64]
 """
@@ -110,21 +111,30 @@ def main(argv=None) -> int:
     recipe_accuracy = keras_io_recipe(source, args.image_size, args.epochs1, args.epochs2)
     recipe_seconds = time.perf_counter() - start
 
-    start = time.perf_counter()
-    result = fit(work / "digits", 10, variant="lite0", weights="imagenet",
-                 image_size=args.image_size, head_epochs=args.epochs1,
-                 finetune_epochs=args.epochs2, val_fraction=0.1,
-                 run_dir=work / "runs" / "effnet_tl", verbose=2)
-    ours_seconds = time.perf_counter() - start
-    ours_accuracy = result.test_accuracy
+    def run_fit(name, finetune_epochs):
+        start = time.perf_counter()
+        result = fit(work / "digits", 10, variant="lite0", weights="imagenet",
+                     image_size=args.image_size, head_epochs=args.epochs1,
+                     finetune_epochs=finetune_epochs, val_fraction=0.1,
+                     run_dir=work / "runs" / name, verbose=2)
+        return result.test_accuracy, time.perf_counter() - start
+
+    ours_accuracy, ours_seconds = run_fit("effnet_tl", args.epochs2)
+    # Time to the recipe's accuracy: the same call stopped after its (cheap) head phase.
+    head_accuracy, head_seconds = run_fit("effnet_tl_head_only", 0)
 
     print()
     print(f"digits test split, Lite0 ImageNet, {args.image_size} px, "
           f"{args.epochs1}+{args.epochs2} epochs, same machine, same run")
-    print(f"  keras.io recipe     : accuracy {recipe_accuracy:.2%}  wall {recipe_seconds:.0f} s")
-    print(f"  effnet_tl.fit       : accuracy {ours_accuracy:.2%}  wall {ours_seconds:.0f} s")
-    print(f"  ratio (ours/recipe) : accuracy {ours_accuracy / max(recipe_accuracy, 1e-9):.3f}x  "
-          f"time {ours_seconds / recipe_seconds:.2f}x  (goal: >= 1 and <= 0.5)")
+    rows = [("keras.io recipe", recipe_accuracy, recipe_seconds),
+            (f"effnet_tl.fit, {args.epochs1}+{args.epochs2} epochs", ours_accuracy, ours_seconds),
+            (f"effnet_tl.fit, head phase only ({args.epochs1} epochs)", head_accuracy,
+             head_seconds)]
+    for name, accuracy, seconds in rows:
+        print(f"  {name:<40s}: test accuracy {accuracy:.2%}  wall {seconds:5.1f} s  "
+              f"ratio vs recipe: accuracy {accuracy / max(recipe_accuracy, 1e-9):.3f}x  "
+              f"time {seconds / recipe_seconds:.2f}x")
+    print("  goal: accuracy >= the recipe's at <= 0.5x its wall time")
     return 0
 
 
