@@ -8,7 +8,7 @@ and resized to 224 px in tf.data, batched by 32. Candidates, timed alternately i
   RandomContrast(0.1) mapped per image in tf.data (keras.io "Image classification via
   fine-tuning with EfficientNet");
 * effnet_tl medium (our default path): effnet_tl.augment.augment_dataset(ds, "medium") on batches;
-* effnet_tl medium, bilinear: the same with bilinear resampling instead of nearest;
+* effnet_tl medium, nearest: the same with nearest-neighbour resampling instead of bilinear;
 * effnet_tl heavy: RandAugment + Inception crop + MixUp/CutMix.
 
 Run: python -m benchmarks.augment [--folder PATH] [--repeats 5]
@@ -60,7 +60,7 @@ def main() -> None:
         keras.layers.RandomFlip(),
         keras.layers.RandomContrast(factor=0.1),
     ])
-    medium_bilinear = dataclasses.replace(augment.get_preset("medium"), interpolation="bilinear")
+    medium_nearest = dataclasses.replace(augment.get_preset("medium"), interpolation="nearest")
     pipelines = {
         "bare decode + resize": decoded().batch(BATCH_SIZE),
         "keras.io recipe": decoded().map(
@@ -68,8 +68,8 @@ def main() -> None:
         ).batch(BATCH_SIZE),
         "effnet_tl medium (default)": augment.augment_dataset(
             decoded().batch(BATCH_SIZE), "medium", seed=0),
-        "effnet_tl medium, bilinear": augment.augment_dataset(
-            decoded().batch(BATCH_SIZE), medium_bilinear, seed=0),
+        "effnet_tl medium, nearest": augment.augment_dataset(
+            decoded().batch(BATCH_SIZE), medium_nearest, seed=0),
         "effnet_tl heavy": augment.augment_dataset(decoded().batch(BATCH_SIZE), "heavy", seed=0),
     }
 

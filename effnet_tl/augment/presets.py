@@ -154,7 +154,6 @@ PRESET_SPECS: dict[str, AugmentSpec] = {
         max_zoom_fraction=0.05,
         max_brightness_delta=0.05,
         max_contrast_fraction=0.1,
-        interpolation="nearest",
     ),
     # The default: the keras.io fine-tuning recipe's transforms (flip, rotation, translation,
     # contrast) plus zoom and brightness, fused into one warp per image.
@@ -165,9 +164,8 @@ PRESET_SPECS: dict[str, AugmentSpec] = {
         max_zoom_fraction=0.1,
         max_brightness_delta=0.1,
         max_contrast_fraction=0.1,
-        # Nearest-neighbour resampling (torchvision's RandomAffine default): the bilinear warp
-        # costs ~1.8x more CPU in tf.data; pass interpolation="bilinear" to prefer smoothness.
-        interpolation="nearest",
+        # Bilinear: smoother than nearest and, measured on an idle 2-core machine, also faster
+        # through XLA (benchmarks/augment.py: 1,151 vs 817 img/s).
     ),
     # Longer training / larger models: Inception crop, RandAugment, and MixUp or CutMix per image.
     "heavy": AugmentSpec(
