@@ -25,7 +25,7 @@ from effnet_tl.augment.albumentations_adapter import (
 )
 from effnet_tl.augment.fused import FusedAugment
 from effnet_tl.augment.mix import mix_batch
-from effnet_tl.augment.presets import DEFAULT_PRESET, AugmentSpec, get_preset
+from effnet_tl.augment.presets import DEFAULT_PRESET, AugmentSpec
 
 
 @keras.saving.register_keras_serializable(package="effnet_tl")

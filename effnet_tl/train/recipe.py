@@ -38,8 +38,6 @@ import numpy as np
 import tensorflow as tf
 
 from effnet_tl.classifier import (
-    BACKBONE_NAME,
-    backbone_blocks,
     build_classifier,
     feature_model,
     freeze_backbone,

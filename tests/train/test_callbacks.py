@@ -15,7 +15,6 @@ import pytest
 
 from effnet_tl.train.callbacks import (
     HistoryCSV,
-    ResumeFromBackup,
     StopOnNonFinite,
     read_history,
     resume_callbacks,
