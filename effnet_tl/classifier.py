@@ -13,6 +13,8 @@ optional label smoothing. Two classes stay softmax + categorical (one code path,
 
 :func:`set_finetune_trainable` unfreezes the top N whole blocks of the backbone (by layer
 name, from the top down) and keeps every BatchNormalization in inference mode.
+:func:`frozen_bottom` and :func:`head_model` split the classifier where training starts
+(:func:`finetune_boundary`), so the frozen part can run once and its output be cached.
 
 Example:
     >>> import numpy as np
@@ -41,9 +43,13 @@ __all__ = [
     "HEAD_LAYER_NAMES",
     "backbone_blocks",
     "build_classifier",
+    "feature_model",
+    "finetune_boundary",
+    "frozen_bottom",
     "head_model",
     "set_finetune_trainable",
     "target_loss",
+    "unfrozen_block_count",
 ]
 
 #: Names of the last Dense block's layers, in order.
@@ -170,6 +176,47 @@ def _freeze_batch_norm(layer: keras.layers.Layer) -> None:
             sub.trainable = False
 
 
+def unfrozen_block_count(model: keras.Model, unfreeze_blocks: int | str) -> int:
+    """How many top backbone blocks ``unfreeze_blocks`` means (checked, with a clear error).
+
+    Example:
+        >>> from effnet_tl.models import custom_variant
+        >>> tiny = build_classifier(2, variant=custom_variant(width=0.25, depth=0.25,
+        ...                         resolution=32, name="tiny"), weights=None)
+        >>> unfrozen_block_count(tiny, "all") == len(backbone_blocks(tiny))
+        True
+    """
+    blocks = backbone_blocks(model)
+    if unfreeze_blocks == "all":
+        return len(blocks)
+    if isinstance(unfreeze_blocks, str):
+        if unfreeze_blocks not in blocks:
+            raise ValueError(f"unfreeze_blocks={unfreeze_blocks!r} is not a block; blocks: {blocks}")
+        return len(blocks) - blocks.index(unfreeze_blocks)
+    if isinstance(unfreeze_blocks, int) and not isinstance(unfreeze_blocks, bool) \
+            and 0 <= unfreeze_blocks <= len(blocks):
+        return unfreeze_blocks
+    raise ValueError(
+        f"unfreeze_blocks must be 0..{len(blocks)}, 'all' or a block name. "
+        f"Received: unfreeze_blocks={unfreeze_blocks!r}"
+    )
+
+
+def finetune_boundary(model: keras.Model, unfreeze_blocks: int | str) -> str | None:
+    """The lowest backbone layer that fine-tuning trains: everything below it stays frozen.
+
+    ``None`` when no block is unfrozen (the head alone trains); the first layer after the
+    input (the normalization) for ``"all"``, which also unfreezes the stem.
+    """
+    count = unfrozen_block_count(model, unfreeze_blocks)
+    if count == 0:
+        return None
+    base = model.get_layer(BACKBONE_NAME)
+    if count == len(backbone_blocks(model)):
+        return base.layers[1].name
+    return backbone_blocks(model)[-count]
+
+
 def set_finetune_trainable(model: keras.Model, unfreeze_blocks: int | str) -> list[str]:
     """Freeze the backbone except its top ``unfreeze_blocks`` whole blocks; BN stays frozen.
 
@@ -187,29 +234,12 @@ def set_finetune_trainable(model: keras.Model, unfreeze_blocks: int | str) -> li
         Names of the backbone layers left trainable.
     """
     base = model.get_layer(BACKBONE_NAME)
-    blocks = backbone_blocks(model)
-    if unfreeze_blocks == "all":
-        count = len(blocks)
-    elif isinstance(unfreeze_blocks, str):
-        if unfreeze_blocks not in blocks:
-            raise ValueError(f"unfreeze_blocks={unfreeze_blocks!r} is not a block; blocks: {blocks}")
-        count = len(blocks) - blocks.index(unfreeze_blocks)
-    elif isinstance(unfreeze_blocks, int) and 0 <= unfreeze_blocks <= len(blocks):
-        count = unfreeze_blocks
-    else:
-        raise ValueError(
-            f"unfreeze_blocks must be 0..{len(blocks)}, 'all' or a block name. "
-            f"Received: {unfreeze_blocks!r}"
-        )
+    first = finetune_boundary(model, unfreeze_blocks)
     model.trainable = True
-    first = blocks[len(blocks) - count] if count else None
     unfrozen: list[str] = []
     reached = False
     for layer in base.layers:
-        if first is not None and layer.name == first:
-            reached = True
-        if count == len(blocks) and layer.name in ("normalization", "stem_conv", "stem_bn"):
-            reached = True  # "all" includes the stem
+        reached = reached or (first is not None and layer.name == first)
         trainable = reached and bool(layer.weights) and not isinstance(
             layer, keras.layers.BatchNormalization)
         layer.trainable = trainable
@@ -237,16 +267,71 @@ def feature_layers(model: keras.Model) -> list[keras.layers.Layer]:
     return model.layers[start:]
 
 
-def head_model(model: keras.Model) -> SharedStepModel:
-    """A model over the backbone's cached output sharing the classifier's trainable top.
+def _has_extra_blocks(model: keras.Model) -> bool:
+    return any(layer.name.startswith(EXTRA_BLOCK_PREFIX) for layer in feature_layers(model))
 
-    Without extra blocks it takes the pooled features ``(batch, channels)`` (the pooling has
-    no weights); with extra blocks it takes the backbone's feature map.
+
+def _backbone_from(model: keras.Model, boundary: str | None):
+    """A fresh Input at ``boundary``'s input (or the backbone's input) and the backbone's
+    layers from there on, re-applied to it (sharing their weights)."""
+    base = model.get_layer(BACKBONE_NAME)
+    if boundary is None:
+        return base.inputs[0], base.output
+    names = [layer.name for layer in base.layers]
+    if boundary not in names[1:]:
+        raise ValueError(f"boundary={boundary!r} is not a backbone layer; layers: {names[1:]}")
+    # Layer.input is the tensor of the layer's first call, the backbone's own graph, so
+    # re-applying layers below (for other splits) never changes it.
+    inputs = keras.Input(tuple(base.get_layer(boundary).input.shape[1:]), name=f"{boundary}_input")
+    x = inputs
+    for layer in base.layers[names.index(boundary):]:
+        x = layer(x)
+    return inputs, x
+
+
+def frozen_bottom(model: keras.Model, boundary: str | None) -> keras.Model:
+    """Image to the input of backbone layer ``boundary``: the part fine-tuning leaves frozen.
+
+    ``boundary=None`` gives the whole backbone (pooled unless the head has extra blocks),
+    whose output :func:`head_model` takes. The model skips any input block (augmentation is
+    identity at inference; augmented images go in as data).
+    """
+    base = model.get_layer(BACKBONE_NAME)
+    if boundary is None:
+        # A fresh pooling layer (no weights): the classifier's own layers get no extra nodes.
+        x = base.output if _has_extra_blocks(model) else \
+            keras.layers.GlobalAveragePooling2D()(base.output)
+        return keras.Model(base.inputs, x, name=f"{model.name}-features")
+    return keras.Model(base.inputs, base.get_layer(boundary).input, name=f"{model.name}-below-{boundary}")
+
+
+def feature_model(model: keras.Model, boundary: str | None = None) -> keras.Model:
+    """What :func:`head_model` takes, from images (``boundary=None``) or from the output of
+    ``frozen_bottom(model, boundary)``: the backbone's output, pooled unless extra blocks."""
+    if boundary is None:
+        return frozen_bottom(model, None)
+    inputs, x = _backbone_from(model, boundary)
+    if not _has_extra_blocks(model):
+        x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, x, name=f"{model.name}-features-from-{boundary}")
+
+
+def head_model(model: keras.Model, boundary: str | None = None) -> SharedStepModel:
+    """The classifier above ``frozen_bottom(model, boundary)``, sharing its layers and weights.
+
+    With ``boundary=None`` it takes the backbone's output, pooled ``(batch, channels)`` unless
+    the head has extra blocks (the pooling has no weights); with a boundary (a backbone layer
+    name, see :func:`finetune_boundary`) it takes the feature map entering that layer and
+    runs the backbone's layers from there, so ``head_model(m, b)(frozen_bottom(m, b)(x))``
+    equals ``m(x)``.
     """
     base = model.get_layer(BACKBONE_NAME)
     top = feature_layers(model)
-    has_extra = any(layer.name.startswith(EXTRA_BLOCK_PREFIX) for layer in top)
-    if has_extra:
+    if boundary is not None:
+        inputs, x = _backbone_from(model, boundary)
+        for layer in top:
+            x = layer(x)
+    elif _has_extra_blocks(model):
         inputs = keras.Input(tuple(base.output.shape[1:]), name="features")
         x = inputs
         for layer in top:
@@ -257,13 +342,4 @@ def head_model(model: keras.Model) -> SharedStepModel:
         for layer in top:
             if layer.name != "head_pool":
                 x = layer(x)
-    return SharedStepModel(inputs, x, name=f"{model.name}-head")
-
-
-def feature_model(model: keras.Model) -> keras.Model:
-    """The input the :func:`head_model` takes: backbone output, pooled unless extra blocks."""
-    base = model.get_layer(BACKBONE_NAME)
-    has_extra = any(layer.name.startswith(EXTRA_BLOCK_PREFIX) for layer in feature_layers(model))
-    # A fresh pooling layer (no weights): the classifier's own layers get no extra nodes.
-    x = base.output if has_extra else keras.layers.GlobalAveragePooling2D()(base.output)
-    return keras.Model(base.inputs, x, name=f"{model.name}-features")
+    return SharedStepModel(inputs, x, name=f"{model.name}-head" + (f"-from-{boundary}" if boundary else ""))

@@ -8,7 +8,9 @@ from effnet_tl.classifier import (
     backbone_blocks,
     build_classifier,
     feature_model,
+    finetune_boundary,
     freeze_backbone,
+    frozen_bottom,
     head_model,
     set_finetune_trainable,
     target_loss,
@@ -128,6 +130,38 @@ def test_head_on_cached_features_equals_full_model():
     )
     # Shared layers: training the head trains the classifier's own Dense layer.
     assert head.get_layer("predictions") is model.get_layer("predictions")
+
+
+@pytest.mark.parametrize("extra_blocks", [0, 1])
+def test_split_at_the_finetune_boundary_equals_the_full_model(extra_blocks):
+    model = build_classifier(3, variant=TINY, weights=None, extra_blocks=extra_blocks)
+    dense = model.get_layer("predictions")
+    dense.set_weights([np.random.default_rng(2).normal(size=w.shape).astype("float32")
+                       for w in dense.get_weights()])
+    images = _images(3)
+    expected = keras.ops.convert_to_numpy(model(images, training=False))
+    blocks = backbone_blocks(model)
+    for unfreeze in (0, 1, 2, "all"):
+        boundary = finetune_boundary(model, unfreeze)
+        below = frozen_bottom(model, boundary)(images, training=False)
+        top = head_model(model, boundary)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(top(below, training=False)),
+                                   expected, rtol=1e-5, atol=1e-6, err_msg=str(unfreeze))
+        # The head phase's input computed from the cached maps instead of the images.
+        if boundary is not None:
+            pooled = feature_model(model, boundary)(below, training=False)
+            np.testing.assert_allclose(
+                keras.ops.convert_to_numpy(pooled),
+                keras.ops.convert_to_numpy(feature_model(model)(images, training=False)),
+                rtol=1e-5, atol=1e-6)
+    assert finetune_boundary(model, 0) is None
+    assert finetune_boundary(model, 2) == blocks[-2]
+    assert finetune_boundary(model, "all") == "normalization"
+    # The split's top trains the classifier's own unfrozen layers.
+    top = head_model(model, blocks[-1])
+    assert top.get_layer(blocks[-1]) is model.get_layer("backbone").get_layer(blocks[-1])
+    with pytest.raises(ValueError, match="unfreeze_blocks=99"):
+        finetune_boundary(model, 99)
 
 
 def test_save_and_reload_safe_mode(tmp_path):

@@ -337,6 +337,7 @@ def _apply_function(spec: AugmentSpec, jit_compile: bool):
             lambda images, params: apply_parameters(images, params, spec),
             jit_compile=jit_compile,
             reduce_retracing=True,
+            autograph=False,  # no tensor-dependent Python control flow to convert
         )
     return _COMPILED[key]
 

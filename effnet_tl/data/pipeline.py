@@ -360,7 +360,7 @@ def _cache_kind(cache, examples, height, width, random_crop, memory_budget):
         size = sum(_file_size(p) for p in examples.paths)
     else:
         size = len(examples) * height * width * 3
-    budget = memory_budget if memory_budget is not None else _available_memory() // 4
+    budget = memory_budget if memory_budget is not None else available_memory() // 4
     if size <= budget:
         return "memory"
     return os.path.join(tempfile.mkdtemp(prefix="effnet_tl_cache_"), "cache")
@@ -373,7 +373,8 @@ def _file_size(path: str) -> int:
         return 0
 
 
-def _available_memory() -> int:
+def available_memory() -> int:
+    """Bytes of physical memory free now (1 GiB where the OS does not say)."""
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from effnet_tl.classifier import backbone_blocks
 from effnet_tl.data import class_weights
 from effnet_tl.train import fit, load_run
 
@@ -65,7 +66,14 @@ def test_run_folder_holds_every_artifact(trained):
     config = json.loads(paths.config.read_text())
     assert config["settings"]["unfreeze_blocks"] == 1
     assert config["settings"]["cache_features"] is True
+    # Fine-tuning trained the top block on the cached output of the layers below it: the
+    # plain images and one augmented copy ("auto": half of 2 epochs, at least 2).
+    phases = json.loads(paths.phases.read_text())
+    assert phases["finetune_cache"]["views"] == 2
+    assert phases["finetune_cache"]["boundary"] == backbone_blocks(result.model)[-1]
     report = json.loads(paths.report.read_text())
+    assert {"feature_extraction", "head", "finetune_features", "finetune", "report"} <= set(
+        report["phase_seconds"])
     assert report["val"]["accuracy"] == pytest.approx(result.val_accuracy)
     assert set(report["val"]["per_class"]["red"]) == {"precision", "recall", "f1", "support"}
     assert report["test"] is None  # this source has no test split
@@ -102,6 +110,18 @@ def test_rerun_of_a_finished_run_trains_nothing(trained):
         fit(data, 3, run_dir=result.run_dir, head_epochs=16, head_lr=1e-2, finetune_epochs=2,
             unfreeze_blocks=1, val_fraction=0.25, **FAST)
     assert time.perf_counter() - started < 120
+
+
+def test_uncached_phases_train_the_whole_network_on_images(tmp_path):
+    data = make_folder(tmp_path / "shapes", per_class=8)
+    result = fit(data, 3, run_dir=tmp_path / "run", head_epochs=2, finetune_epochs=2,
+                 unfreeze_blocks=1, cache_features=False, val_fraction=0.25, **FAST)
+    phases = json.loads(result.paths.phases.read_text())
+    assert "finetune_cache" not in phases
+    assert "feature_extraction" not in result.metrics["phase_seconds"]
+    assert [row["phase"] for row in result.history] == ["head"] * 2 + ["finetune"] * 2
+    with pytest.raises(ValueError, match=r"finetune_views=-1"):
+        fit(data, 3, run_dir=tmp_path / "bad", finetune_views=-1, **FAST)
 
 
 def test_wrong_num_classes_fails_before_training(tmp_path):

@@ -17,7 +17,7 @@ GIVEN = dict(
     finetune_epochs=None, unfreeze_blocks="auto", head_lr=None, finetune_lr=None,
     warmup_fraction=0.1, weight_decay=1e-2, label_smoothing=0.1, dropout_rate=None,
     drop_path_rate=0.2, extra_blocks=0, augment="medium", resize="center_crop",
-    cache_features="auto", val_fraction=0.2, seed=0, patience="auto", monitor="val_accuracy",
+    cache_features="auto", finetune_views="auto", val_fraction=0.2, seed=0, patience="auto", monitor="val_accuracy",
     mixed_precision="auto", fix_pixel_range=True,
 )
 
@@ -55,7 +55,7 @@ def test_default_helpers_are_monotone():
     epochs = [default_finetune_epochs(n) for n in sizes]
     assert epochs == sorted(epochs, reverse=True)
     blocks = [default_unfreeze_blocks(n, 16) for n in sizes]
-    assert blocks == sorted(blocks) and blocks[0] == 4 and blocks[-1] == 8
+    assert blocks == sorted(blocks) and blocks[0] == 2 and blocks[-1] == 8
     assert default_batch_size(1000, replicas=4) == 128
 
 
