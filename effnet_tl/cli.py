@@ -62,6 +62,7 @@ QUICKSTART_SETTINGS = dict(
     image_size=64,
     finetune_epochs=10,
     unfreeze_blocks=10,
+    finetune_views=10,  # a fresh augmentation every epoch, still computed below the top blocks
     finetune_lr=3e-4,
     # Digits are not mirror-symmetric: the default preset without its horizontal flip.
     augment=None,  # filled in main() (needs effnet_tl.augment)
@@ -132,6 +133,9 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--head-epochs", type=int, default=None)
     fit.add_argument("--finetune-epochs", type=int, default=None)
     fit.add_argument("--unfreeze-blocks", default="auto", help="a count, a block name, 'all' or 'auto'")
+    fit.add_argument("--finetune-views", default="auto",
+                     help="cached views of the training set for fine-tuning: a count (0: no "
+                          "cache) or 'auto'")
     fit.add_argument("--head-lr", type=float, default=None)
     fit.add_argument("--finetune-lr", type=float, default=None)
     fit.add_argument("--label-smoothing", type=float, default=0.1)
@@ -151,6 +155,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _unfreeze(value: str):
+    """A count argument ("3") as an int; names and "auto"/"all" as given."""
     return int(value) if value.isdigit() else value
 
 
@@ -171,7 +176,7 @@ def main(argv=None) -> int:
         image_size=args.image_size, run_dir=args.run_dir, runs_root=args.runs_root,
         name=args.name, batch_size=args.batch_size, head_epochs=args.head_epochs,
         finetune_epochs=args.finetune_epochs, unfreeze_blocks=_unfreeze(args.unfreeze_blocks),
-        head_lr=args.head_lr, finetune_lr=args.finetune_lr,
+        finetune_views=_unfreeze(args.finetune_views), head_lr=args.head_lr, finetune_lr=args.finetune_lr,
         label_smoothing=args.label_smoothing, augment=args.augment,
         val_fraction=args.val_fraction, seed=args.seed, strategy=args.strategy,
         tensorboard=args.tensorboard, overwrite=args.overwrite, verbose=args.verbose,

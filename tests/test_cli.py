@@ -25,6 +25,13 @@ def test_fit_checks_num_classes_before_training(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_fit_rejects_a_bad_finetune_views_before_reading_data(tmp_path):
+    with pytest.raises(ValueError, match=r"finetune_views='-1'"):
+        cli.main(["fit", str(tmp_path / "missing"), "--num-classes", "2",
+                  "--finetune-views", "-1", "--run-dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
 def test_unfreeze_argument_parsing():
     assert cli._unfreeze("4") == 4
     assert cli._unfreeze("block6a") == "block6a"
