@@ -385,22 +385,37 @@ class _SaveFullModel(keras.callbacks.ModelCheckpoint):
     """The best-model checkpoint of a phase trained on cached features: saves the classifier.
 
     Such a phase trains a model over cached features that shares its layers with the
-    classifier; the run folder's ``model.keras`` must still be the whole classifier. The best
-    weights are kept in memory and the classifier is written once, when the phase ends:
-    writing a whole ``.keras`` file at every improving epoch cost more than training the head.
+    classifier; the run folder's ``model.keras`` must still be the whole classifier. Writing a
+    whole ``.keras`` file at every improving epoch cost more than training the head, so the
+    best weights of the small trained model go to ``best_weights`` (a ``.npz`` file, read back
+    when a killed phase resumes) and the classifier is written once, when the phase ends.
     ``restored`` says the best weights are back in the model (no need to read the file).
     """
 
-    def __init__(self, classifier, **kwargs):
+    def __init__(self, classifier, *, best_weights: Path, **kwargs):
         super().__init__(**kwargs)
         self._classifier = classifier
+        self._best_weights_path = Path(best_weights)
         self._best_weights = None
         self.restored = False
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        # A resumed phase: its best epoch so far may be one the killed run never wrote out.
+        if self._best_weights_path.exists():
+            with np.load(self._best_weights_path) as stored:
+                arrays = [stored[f"arr_{i}"] for i in range(len(stored.files))]
+            if [a.shape for a in arrays] == [tuple(w.shape) for w in self.model.weights]:
+                self._best_weights = arrays
 
     def _save_model(self, epoch, batch, logs):
         filepath = self._get_file_path(epoch, batch, logs)
         if self._should_save_model(epoch, batch, logs, filepath):  # also updates self.best
             self._best_weights = [np.array(w) for w in self.model.weights]
+            self._best_weights_path.parent.mkdir(parents=True, exist_ok=True)
+            partial = self._best_weights_path.with_suffix(".partial.npz")
+            np.savez(partial, *self._best_weights)
+            os.replace(partial, self._best_weights_path)  # a kill never leaves half a file
 
     def on_train_end(self, logs=None):
         if self._best_weights is not None:
@@ -417,7 +432,8 @@ def _phase_callbacks(paths: RunPaths, *, phase, settings, classifier=None, tenso
         for index, callback in enumerate(callbacks):
             if isinstance(callback, keras.callbacks.ModelCheckpoint):
                 callbacks[index] = _SaveFullModel(
-                    classifier, filepath=callback.filepath, monitor=callback.monitor,
+                    classifier, best_weights=paths.root / "backup" / f"{phase}-best.npz",
+                    filepath=callback.filepath, monitor=callback.monitor,
                     mode=callback.mode, save_best_only=True,
                     initial_value_threshold=callback.best,  # the resumed run's bar
                 )

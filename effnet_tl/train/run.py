@@ -8,7 +8,9 @@ Files in a run folder:
 * ``history.csv``: one row per epoch, both phases (a ``phase`` column).
 * ``report.json``: validation (and test) accuracy, top-k, per-class precision/recall/F1.
 * ``plots/history.png``, ``plots/confusion_matrix.png``, ``plots/confident_mistakes.png``.
-* ``backup/<phase>/`` and ``phases.json``: resume state (a rerun continues from there).
+* ``backup/<phase>/``, ``backup/<phase>-best.npz`` (the best weights of a phase trained on
+  cached features, until the phase writes ``model.keras``) and ``phases.json``: resume state
+  (a rerun continues from there).
 * ``tensorboard/`` when asked for.
 """
 

@@ -1,5 +1,6 @@
 """Recipe defaults adapt to dataset size and variant; run-folder helpers; pixel-range guard."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -76,3 +77,56 @@ def test_prepare_images_converts_gray_and_resizes():
     gray = np.full((16, 24), 200, np.uint8)  # wider than tall: centre crop to square first
     out = prepare_images(gray, (8, 8))
     assert out.shape == (1, 8, 8, 3) and np.allclose(out, 200.0)
+
+
+class _Scores(keras.callbacks.Callback):
+    """Sets logs["score"] from a fixed sequence (before the checkpoint reads it); records the
+    weights of every epoch; raises to stand in for a kill after ``kill_after``."""
+
+    def __init__(self, scores, kill_after=None):
+        super().__init__()
+        self.scores, self.kill_after, self.weights = scores, kill_after, {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["score"] = self.scores[epoch]
+        self.weights[epoch] = [np.array(w) for w in self.model.weights]
+
+
+class _Kill(keras.callbacks.Callback):
+    def __init__(self, after):
+        super().__init__()
+        self.after = after
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.after:
+            raise RuntimeError("killed")
+
+
+def test_cached_phase_checkpoint_survives_a_kill_between_its_best_epoch_and_the_end(tmp_path):
+    from effnet_tl.train.recipe import _SaveFullModel
+
+    def model():
+        keras.utils.set_random_seed(0)
+        net = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+        net.compile(optimizer=keras.optimizers.SGD(0.5), loss="categorical_crossentropy")
+        return net
+
+    def saver(net, threshold=None):
+        return _SaveFullModel(net, best_weights=tmp_path / "backup" / "head-best.npz",
+                              filepath=str(tmp_path / "model.keras"), monitor="score",
+                              mode="max", save_best_only=True, initial_value_threshold=threshold)
+
+    x = np.random.default_rng(0).normal(size=(16, 4)).astype("float32")
+    y = np.eye(2, dtype="float32")[np.arange(16) % 2]
+    first = model()
+    scores = _Scores([0.5, 0.9, 0.6, 0.7])
+    with pytest.raises(RuntimeError, match="killed"):  # killed after epoch 2: best was epoch 1
+        first.fit(x, y, epochs=4, verbose=0, callbacks=[scores, saver(first), _Kill(after=2)])
+    assert not (tmp_path / "model.keras").exists()  # the kill came before the phase's end
+
+    rerun = model()  # a fresh process: other weights in memory
+    rerun.fit(x, y, epochs=4, initial_epoch=3, verbose=0,
+              callbacks=[_Scores([0.5, 0.9, 0.6, 0.7]), saver(rerun, threshold=0.9)])
+    written = keras.saving.load_model(tmp_path / "model.keras")
+    for got, want in zip(written.get_weights(), scores.weights[1]):
+        np.testing.assert_array_equal(got, want)
