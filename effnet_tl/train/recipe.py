@@ -356,13 +356,15 @@ def _above(function, arrays, batch_size):
     return arrays if function is None else run_over(function, batched(arrays, batch_size))
 
 
-def _finetune_views(settings: FitSettings, model, boundary, input_block, num_train, num_val) -> int:
+def _finetune_views(settings: FitSettings, model, boundary, input_block, num_train, num_val,
+                    budget: int | None = None) -> int:
     """How many views of the training set fine-tuning caches below ``boundary`` (0: none).
 
     No cache when features are not cached at all, when the unfrozen part starts at the
     input (nothing frozen to skip), or when augmentation runs inside the model (on an
     accelerator: the cached pass would miss it). Otherwise the requested views (``"auto"``:
-    :func:`default_finetune_views`), as many as fit in memory.
+    :func:`default_finetune_views`), as many as fit in memory; none when augmentation is on
+    but only the plain view fits.
     """
     if not settings.cache_features or input_block is not None:
         return 0
@@ -374,8 +376,10 @@ def _finetune_views(settings: FitSettings, model, boundary, input_block, num_tra
     if settings.augment in (None, "none", False):
         wanted = min(wanted, 1)  # un-augmented views are all the same
     bottom = frozen_bottom(model, boundary)
-    return views_that_fit(int(wanted), shape=bottom.output.shape[1:], num_train=num_train,
-                          num_val=num_val)
+    fits = views_that_fit(int(wanted), shape=bottom.output.shape[1:], num_train=num_train,
+                          num_val=num_val, budget=budget)
+    # One cached view is the plain images alone: fine-tuning would lose its augmentation.
+    return fits if fits >= min(int(wanted), 2) else 0
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -536,8 +540,8 @@ def fit(
         finetune_views: Copies of the training set (the plain images, then augmented ones)
             whose frozen-layer output fine-tuning caches and cycles through, one per epoch;
             ``"auto"``: half the fine-tuning epochs, at least 2; as many as fit in a quarter
-            of free memory (at most 1 GiB), else fine-tuning runs the whole network on
-            freshly augmented images every epoch. ``finetune_epochs`` views is the uncached
+            of free memory (at most 1 GiB). When not even two fit (augmentation on), or with
+            ``0``, fine-tuning runs the whole network on freshly augmented images every epoch. ``finetune_epochs`` views is the uncached
             recipe's augmentation exactly.
         val_fraction: Share of each class held out for validation when the source has no
             validation split; ``seed`` seeds that split, the shuffle and the augmentation.

@@ -130,3 +130,28 @@ def test_cached_phase_checkpoint_survives_a_kill_between_its_best_epoch_and_the_
     written = keras.saving.load_model(tmp_path / "model.keras")
     for got, want in zip(written.get_weights(), scores.weights[1]):
         np.testing.assert_array_equal(got, want)
+
+
+def test_finetune_caches_views_only_when_augmentation_survives():
+    from effnet_tl.classifier import build_classifier, finetune_boundary
+    from effnet_tl.models import custom_variant
+    from effnet_tl.train.feature_cache import feature_bytes
+    from effnet_tl.train.recipe import _finetune_views
+
+    tiny = custom_variant(width=0.25, depth=0.25, resolution=32, name="tiny")
+    model = build_classifier(3, variant=tiny, weights=None)
+    boundary = finetune_boundary(model, 1)
+    per_image = feature_bytes(model.get_layer("backbone").get_layer(boundary).input.shape[1:], 1)
+
+    def views(budget_images, **overrides):
+        settings = _settings(100, finetune_epochs=8, image_size=32, **overrides)
+        return _finetune_views(settings, model, boundary, None, 100, 10,
+                               budget=per_image * budget_images)
+
+    assert views(1_000) == 4  # auto: half of 8 epochs
+    assert views(1_000, finetune_views=8) == 8
+    assert views(310) == 3  # three of the four wanted views (and validation) fit
+    assert views(150) == 0  # only the plain view fits: no cache rather than no augmentation
+    assert views(150, augment="none") == 1
+    assert views(1_000, finetune_views=0) == 0
+    assert _finetune_views(_settings(100), model, finetune_boundary(model, "all"), None, 100, 10) == 0
