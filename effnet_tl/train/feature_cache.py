@@ -10,8 +10,9 @@ epoch, and no gradient reaches it. So :func:`effnet_tl.fit` runs the frozen part
   views 1..K-1: augmented copies, each with its own seed) and epoch ``e`` of the phase trains
   on view ``e mod K``. An epoch then costs the unfrozen top's forward and backward pass only.
 
-With K equal to the number of epochs this is exactly the uncached recipe (a fresh
-augmentation every epoch); smaller K trades augmentation variety for time.
+With K equal to the number of epochs every epoch reads its own copy, as uncached training
+does (one copy un-augmented, and the frozen layers' stochastic depth off, as at inference);
+smaller K trades augmentation variety for time.
 
 Example:
     >>> import numpy as np, tensorflow as tf
@@ -31,7 +32,15 @@ import tensorflow as tf
 
 from effnet_tl.data.pipeline import available_memory
 
-__all__ = ["CACHE_LIMIT_BYTES", "feature_bytes", "inference_function", "run_over", "views_dataset", "views_that_fit"]
+__all__ = [
+    "CACHE_LIMIT_BYTES",
+    "batched",
+    "feature_bytes",
+    "inference_function",
+    "run_over",
+    "views_dataset",
+    "views_that_fit",
+]
 
 #: In-memory feature arrays become constants of the tf.data graph, which must stay far below
 #: protobuf's 2 GiB; above this a phase trains on images instead.

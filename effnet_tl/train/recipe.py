@@ -541,8 +541,8 @@ def fit(
             whose frozen-layer output fine-tuning caches and cycles through, one per epoch;
             ``"auto"``: half the fine-tuning epochs, at least 2; as many as fit in a quarter
             of free memory (at most 1 GiB). When not even two fit (augmentation on), or with
-            ``0``, fine-tuning runs the whole network on freshly augmented images every epoch. ``finetune_epochs`` views is the uncached
-            recipe's augmentation exactly.
+            ``0``, fine-tuning runs the whole network on freshly augmented images every
+            epoch. ``finetune_views=finetune_epochs`` gives every epoch its own copy.
         val_fraction: Share of each class held out for validation when the source has no
             validation split; ``seed`` seeds that split, the shuffle and the augmentation.
         class_weight: ``"auto"`` (balanced weights when the largest/smallest train class ratio
