@@ -720,7 +720,7 @@ def _train_and_report(paths, settings, source, class_names, dist, config, *, top
                 trainee = model
                 train_data = _image_training_data(source.train, settings, pixel_action, placement,
                                                   epochs=settings.head_epochs)
-                val_data = val_ds
+                val_data = val_ds.rebatch(settings.batch_size)  # Keras splits it by replica
             trainee.compile(
                 optimizer=_optimizer(settings.head_lr, _steps(num_train, settings.batch_size),
                                      settings.head_epochs, settings, weight_decay=settings.weight_decay),
@@ -776,7 +776,7 @@ def _train_and_report(paths, settings, source, class_names, dist, config, *, top
                 trainee = model
                 train_data = _image_training_data(source.train, settings, pixel_action, placement,
                                                   epochs=settings.finetune_epochs)
-                val_data = val_ds
+                val_data = val_ds.rebatch(settings.batch_size)  # Keras splits it by replica
             trainee.compile(
                 optimizer=_optimizer(settings.finetune_lr, steps, settings.finetune_epochs,
                                      settings, weight_decay=settings.weight_decay),
