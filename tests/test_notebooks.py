@@ -1,6 +1,5 @@
 """The notebooks in notebooks/ run top to bottom in a real Jupyter kernel."""
 
-import os
 from pathlib import Path
 
 import pytest

@@ -74,34 +74,44 @@ def run_over(function, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray
     return np.concatenate(outputs), np.concatenate(labels)
 
 
-def batched(arrays: tuple[np.ndarray, np.ndarray], batch_size: int) -> tf.data.Dataset:
+def batched(arrays: tuple[np.ndarray, np.ndarray], batch_size: int, *,
+            drop_remainder: bool = False) -> tf.data.Dataset:
     """In-memory ``(x, y)`` arrays as an unshuffled batched dataset (for evaluation)."""
-    return tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size)
+    return tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size, drop_remainder=drop_remainder)
 
 
-def views_dataset(views, *, batch_size: int, seed: int, skip_epochs: int = 0) -> tf.data.Dataset:
+def views_dataset(views, *, batch_size: int, seed: int, skip_epochs: int = 0,
+                  drop_remainder: bool = False) -> tf.data.Dataset:
     """An endless dataset whose epoch ``e`` is view ``e mod len(views)``, reshuffled each time.
 
-    Fit it with ``steps_per_epoch = ceil(len(view) / batch_size)``; no batch mixes two views.
+    Fit it with ``steps_per_epoch = ceil(len(view) / batch_size)`` (``floor`` with
+    ``drop_remainder``); no batch mixes two views.
 
     Args:
         views: ``[(features, labels), ...]``, each covering the training set once.
         batch_size: Examples per batch.
         seed: Shuffle seed (view ``k`` shuffles with ``seed + k``).
         skip_epochs: Epochs already trained (a resumed run continues with the right view).
+        drop_remainder: Whole batches only (several replicas); reshuffling leaves out other
+            examples each epoch.
     """
     sizes = {len(x) for x, _ in views}
     if len(sizes) != 1:
         raise ValueError(f"every view must hold the same examples; sizes: {sorted(sizes)}")
+    size = sizes.pop()
+    if drop_remainder and size < batch_size:
+        raise ValueError(f"drop_remainder with {size} examples per view and batch_size="
+                         f"{batch_size} leaves no batch")
     datasets = [
         tf.data.Dataset.from_tensor_slices((x, y))
         .shuffle(len(x), seed=seed + k, reshuffle_each_iteration=True)
-        .batch(batch_size)
+        .batch(batch_size, drop_remainder=drop_remainder)
         for k, (x, y) in enumerate(views)
     ]
     dataset = functools.reduce(tf.data.Dataset.concatenate, datasets).repeat()
     if skip_epochs:
-        dataset = dataset.skip(skip_epochs * math.ceil(sizes.pop() / batch_size))
+        steps = size // batch_size if drop_remainder else math.ceil(size / batch_size)
+        dataset = dataset.skip(skip_epochs * steps)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

@@ -291,13 +291,13 @@ def inference_batch_size(settings: FitSettings) -> int:
 
 
 def _make(examples, settings: FitSettings, *, training: bool, shuffle: bool, cache="auto",
-          batch_size: int | None = None):
+          batch_size: int | None = None, drop_remainder: bool = False):
     from effnet_tl.data import make_dataset
 
     return make_dataset(
         examples, image_size=settings.image_size, batch_size=batch_size or settings.batch_size,
         training=training, shuffle=shuffle, resize=settings.resize, seed=settings.seed,
-        cache=cache,
+        cache=cache, drop_remainder=drop_remainder,
     )
 
 
@@ -336,9 +336,11 @@ def _augmented(dataset, settings: FitSettings, placement: str, *, images_read: i
                            jit_compile=pixels >= 1e8)
 
 
-def _image_training_data(examples, settings: FitSettings, pixel_action, placement, *, epochs):
+def _image_training_data(examples, settings: FitSettings, pixel_action, placement, *, epochs,
+                         whole_batches):
     """Shuffled, augmented training images for a phase that runs the whole network."""
-    images = _rescale(_make(examples, settings, training=True, shuffle=True), pixel_action)
+    images = _rescale(_make(examples, settings, training=True, shuffle=True,
+                            drop_remainder=whole_batches), pixel_action)
     return _augmented(images, settings, placement, images_read=_count(examples) * epochs)
 
 
@@ -456,8 +458,30 @@ def _optimizer(peak_lr, steps_per_epoch, epochs, settings, *, weight_decay):
     return keras.optimizers.AdamW(learning_rate=schedule, weight_decay=weight_decay)
 
 
-def _steps(num_examples: int, batch_size: int) -> int:
+def _steps(num_examples: int, batch_size: int, whole_batches: bool = False) -> int:
+    if whole_batches:
+        return max(1, num_examples // batch_size)
     return max(1, math.ceil(num_examples / batch_size))
+
+
+def validation_batch_size(batch_size: int, num_val: int, replicas: int) -> int:
+    """Batch of the per-epoch validation: whole batches that split evenly over replicas.
+
+    With several replicas, a partial last batch gives some replica an empty or uneven share:
+    Keras' first-batch build needs even shares, and oneDNN's CPU convolution returns the wrong
+    shape for an empty batch (TF 2.21; fine with TF_ENABLE_ONEDNN_OPTS=0).
+
+    Example:
+        >>> validation_batch_size(32, 9, 1), validation_batch_size(32, 9, 2)
+        (32, 8)
+    """
+    if replicas <= 1:
+        return batch_size
+    fitting = min(batch_size, replicas * (num_val // replicas))
+    if fitting < replicas:
+        raise ValueError(f"the validation split has {num_val} images, fewer than the {replicas} "
+                         "replicas that each need one; use a larger val_fraction or a val/ folder")
+    return fitting
 
 
 # --------------------------------------------------------------------------- fit
@@ -672,6 +696,18 @@ def _train_and_report(paths, settings, source, class_names, dist, config, *, top
         stopped = phases.get("stopped")
         epochs_done = int(phases.get("head", {}).get("epochs", 0))
 
+        # Several replicas: whole global batches only (see validation_batch_size).
+        replicas = dist.num_replicas_in_sync
+        whole = replicas > 1
+        val_batch = validation_batch_size(settings.batch_size, num_val, replicas)
+        steps = _steps(num_train, settings.batch_size, whole)
+        if whole and verbose:
+            print(f"effnet_tl: {replicas} replicas: every epoch trains on {steps} whole batches "
+                  f"of {settings.batch_size} ({num_train - steps * settings.batch_size} of the "
+                  f"{num_train} images sit out, different ones each epoch) and validates on "
+                  f"{val_batch * (num_val // val_batch)} of {num_val} images; report.json "
+                  "evaluates every image", flush=True)
+
         # What the frozen layers output never changes: compute it once (feature_cache).
         boundary = finetune_boundary(model, settings.unfreeze_blocks)
         finetune_pending = (not phases.get("finetune", {}).get("done")
@@ -712,17 +748,17 @@ def _train_and_report(paths, settings, source, class_names, dist, config, *, top
                 train_data = (
                     tf.data.Dataset.from_tensor_slices((train_x, train_y))
                     .shuffle(len(train_x), seed=settings.seed, reshuffle_each_iteration=True)
-                    .batch(settings.batch_size).prefetch(tf.data.AUTOTUNE)
+                    .batch(settings.batch_size, drop_remainder=whole).prefetch(tf.data.AUTOTUNE)
                 )
-                val_data = batched((val_x, val_y), settings.batch_size)
+                val_data = batched((val_x, val_y), val_batch, drop_remainder=whole)
                 timings["feature_extraction"] = round(time.perf_counter() - phase_start, 2)
             else:
                 trainee = model
                 train_data = _image_training_data(source.train, settings, pixel_action, placement,
-                                                  epochs=settings.head_epochs)
-                val_data = val_ds.rebatch(settings.batch_size)  # Keras splits it by replica
+                                                  epochs=settings.head_epochs, whole_batches=whole)
+                val_data = val_ds.rebatch(val_batch, drop_remainder=whole)
             trainee.compile(
-                optimizer=_optimizer(settings.head_lr, _steps(num_train, settings.batch_size),
+                optimizer=_optimizer(settings.head_lr, steps,
                                      settings.head_epochs, settings, weight_decay=settings.weight_decay),
                 loss=target_loss(settings.label_smoothing), metrics=["accuracy"],
             )
@@ -745,7 +781,6 @@ def _train_and_report(paths, settings, source, class_names, dist, config, *, top
         if finetune_pending and not stopped:
             phase_start = time.perf_counter()
             unfrozen = set_finetune_trainable(model, settings.unfreeze_blocks)
-            steps = _steps(num_train, settings.batch_size)
             if verbose:
                 print(f"effnet_tl: fine-tuning {len(unfrozen)} backbone layers "
                       f"({unfrozen[0] if unfrozen else '-'} and above; BatchNorm frozen)"
@@ -764,8 +799,9 @@ def _train_and_report(paths, settings, source, class_names, dist, config, *, top
                 ]
                 train_data = views_dataset(
                     view_data, batch_size=settings.batch_size, seed=settings.seed,
-                    skip_epochs=max(0, callbacks[0].resume_epoch - epochs_done))
-                val_data = batched(below_boundary("val", val_ds), settings.batch_size)
+                    skip_epochs=max(0, callbacks[0].resume_epoch - epochs_done),
+                    drop_remainder=whole)
+                val_data = batched(below_boundary("val", val_ds), val_batch, drop_remainder=whole)
                 timings["finetune_features"] = round(time.perf_counter() - phase_start, 2)
                 phases["finetune_cache"] = {
                     "views": views, "boundary": boundary,
@@ -775,8 +811,9 @@ def _train_and_report(paths, settings, source, class_names, dist, config, *, top
             else:
                 trainee = model
                 train_data = _image_training_data(source.train, settings, pixel_action, placement,
-                                                  epochs=settings.finetune_epochs)
-                val_data = val_ds.rebatch(settings.batch_size)  # Keras splits it by replica
+                                                  epochs=settings.finetune_epochs,
+                                                  whole_batches=whole)
+                val_data = val_ds.rebatch(val_batch, drop_remainder=whole)
             trainee.compile(
                 optimizer=_optimizer(settings.finetune_lr, steps, settings.finetune_epochs,
                                      settings, weight_decay=settings.weight_decay),

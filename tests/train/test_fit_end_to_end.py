@@ -216,3 +216,52 @@ def test_killed_run_resumes_at_next_epoch(tmp_path):
     rows = [line.split(",")[0] for line in history.read_text().strip().splitlines()[1:]]
     assert rows == [str(i) for i in range(7)]
     assert keras.saving.load_model(run_dir / "model.keras", safe_mode=True) is not None
+
+
+MIRRORED_FIT_SCRIPT = textwrap.dedent("""
+    import json, os, sys
+    from pathlib import Path
+    import tensorflow as tf
+    # Two logical CPUs must be configured before TensorFlow initialises its devices.
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    sys.path.insert(0, sys.argv[2])
+    from test_fit_end_to_end import make_folder
+    from effnet_tl.train import fit
+
+    work = Path(sys.argv[1])
+    data = make_folder(work / "shapes", per_class=16)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    out = {"replicas": strategy.num_replicas_in_sync}
+    for cached in (True, False):
+        result = fit(data, 3, run_dir=work / f"run-{cached}", strategy=strategy, variant="lite0",
+                     weights="imagenet", image_size=32, batch_size=8, head_epochs=12,
+                     head_lr=1e-2, finetune_epochs=2, unfreeze_blocks=1, augment="light",
+                     cache_features=cached, patience=None, val_fraction=0.25, verbose=2,
+                     seed=0)
+        phases = json.loads((result.run_dir / "phases.json").read_text())
+        out[str(cached)] = {"val": result.val_accuracy, "views": (phases.get("finetune_cache")
+                            or {}).get("views", 0), "rows": [r["phase"] for r in result.history],
+                            "support": sum(v["support"] for v in
+                                           result.metrics["val"]["per_class"].values())}
+    print("RESULT" + json.dumps(out))
+""")
+
+
+@pytest.mark.slow
+def test_fit_under_mirrored_strategy_on_two_cpus_cached_and_not(tmp_path):
+    # 48 images: 36 train (not a multiple of the global batch of 8) and 12 validation.
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    completed = subprocess.run(
+        [sys.executable, "-c", MIRRORED_FIT_SCRIPT, str(tmp_path), str(Path(__file__).parent)],
+        capture_output=True, text=True, env=env, timeout=400)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT")]
+    assert lines, completed.stdout[-2000:] + completed.stderr[-3000:]
+    out = json.loads(lines[0][len("RESULT"):])
+    assert out["replicas"] == 2
+    assert "2 replicas: every epoch trains on 4 whole batches of 8" in completed.stdout
+    assert out["True"]["views"] == 2 and out["False"]["views"] == 0
+    for cached in ("True", "False"):
+        assert out[cached]["rows"] == ["head"] * 12 + ["finetune"] * 2
+        assert out[cached]["support"] == 12  # the report evaluates every validation image
+        assert out[cached]["val"] >= 0.75, out

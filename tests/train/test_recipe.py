@@ -155,3 +155,13 @@ def test_finetune_caches_views_only_when_augmentation_survives():
     assert views(150, augment="none") == 1
     assert views(1_000, finetune_views=0) == 0
     assert _finetune_views(_settings(100), model, finetune_boundary(model, "all"), None, 100, 10) == 0
+
+
+def test_validation_batches_split_evenly_over_replicas():
+    from effnet_tl.train.recipe import validation_batch_size
+
+    assert validation_batch_size(32, 100, 1) == 32
+    assert validation_batch_size(32, 100, 4) == 32
+    assert validation_batch_size(32, 13, 4) == 12
+    with pytest.raises(ValueError, match="3 images, fewer than the 4 replicas"):
+        validation_batch_size(32, 3, 4)
