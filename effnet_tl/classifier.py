@@ -1,7 +1,6 @@
 """Assembly of a classifier: input block → backbone → last Dense block → target block.
 
-:func:`build_classifier` returns a :class:`~effnet_tl.train.step.SharedStepModel` (so
-``model.fit`` and the distributed loop run the same step) laid out as::
+:func:`build_classifier` returns a plain functional ``keras.Model`` laid out as::
 
     image ─▶ [augment] ─▶ backbone (nested model "backbone") ─▶ [extra MBConv blocks]
           ─▶ head_pool (global average) ─▶ head_dropout (variant's rate) ─▶ predictions
@@ -11,10 +10,8 @@ The target block is :func:`target_loss`: categorical crossentropy on one-hot lab
 optional label smoothing. Two classes stay softmax + categorical (one code path, and
 ``predict`` always returns one probability per class).
 
-:func:`set_finetune_trainable` unfreezes the top N whole blocks of the backbone (by layer
-name, from the top down) and keeps every BatchNormalization in inference mode.
-:func:`frozen_bottom` and :func:`head_model` split the classifier where training starts
-(:func:`finetune_boundary`), so the frozen part can run once and its output be cached.
+Layer names are stable (``backbone``, ``block6a`` inside it, ``head_pool`` ...): the training
+side (:mod:`effnet_tl.train.surgery`) freezes and splits the model by them.
 
 Example:
     >>> import numpy as np
@@ -33,23 +30,18 @@ from typing import Sequence
 
 import keras
 
+from effnet_tl.data.classes import validate_num_classes
 from effnet_tl.layers import FusedMBConv, MBConv
 from effnet_tl.models import backbone as build_backbone
 from effnet_tl.models import get_variant
 from effnet_tl.models.variants import VariantSpec
-from effnet_tl.train.step import SharedStepModel
+from effnet_tl.sizes import image_size_pair
 
 __all__ = [
     "HEAD_LAYER_NAMES",
     "backbone_blocks",
     "build_classifier",
-    "feature_model",
-    "finetune_boundary",
-    "frozen_bottom",
-    "head_model",
-    "set_finetune_trainable",
     "target_loss",
-    "unfrozen_block_count",
 ]
 
 #: Names of the last Dense block's layers, in order.
@@ -81,7 +73,7 @@ def build_classifier(
     extra_blocks: int | Sequence[dict] = 0,
     input_block: keras.layers.Layer | None = None,
     name: str | None = None,
-) -> SharedStepModel:
+) -> keras.Model:
     """Build the full classifier (uncompiled); call it inside ``strategy.scope()``.
 
     Args:
@@ -99,12 +91,11 @@ def build_classifier(
         name: Model name.
 
     Returns:
-        An uncompiled :class:`SharedStepModel` taking float RGB in [0, 255].
+        An uncompiled functional ``keras.Model`` taking float RGB in [0, 255].
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2. Received: num_classes={num_classes!r}")
+    validate_num_classes(num_classes)
     spec = get_variant(variant)
-    height, width = _image_hw(image_size, spec)
+    height, width = image_size_pair(image_size, default=spec.resolution)
     rate = spec.dropout_rate if dropout_rate is None else dropout_rate
     if not 0.0 <= rate < 1.0:
         raise ValueError(f"dropout_rate must be in [0, 1). Received: dropout_rate={dropout_rate!r}")
@@ -128,16 +119,7 @@ def build_classifier(
         num_classes, activation="softmax", kernel_initializer="zeros",
         dtype="float32", name="predictions",
     )(x)
-    return SharedStepModel(inputs, outputs, name=name or f"effnet_tl-{spec.name}")
-
-
-def _image_hw(image_size, spec: VariantSpec) -> tuple[int, int]:
-    if image_size is None:
-        return spec.resolution, spec.resolution
-    if isinstance(image_size, int):
-        return image_size, image_size
-    height, width = (int(v) for v in image_size)
-    return height, width
+    return keras.Model(inputs, outputs, name=name or f"effnet_tl-{spec.name}")
 
 
 def _extra_block_args(extra_blocks, channels: int) -> list[dict]:
@@ -170,176 +152,3 @@ def backbone_blocks(model: keras.Model) -> list[str]:
     return [layer.name for layer in base.layers if isinstance(layer, (MBConv, FusedMBConv))]
 
 
-def _freeze_batch_norm(layer: keras.layers.Layer) -> None:
-    for sub in layer._flatten_layers(include_self=True, recursive=True):
-        if isinstance(sub, keras.layers.BatchNormalization):
-            sub.trainable = False
-
-
-def unfrozen_block_count(model: keras.Model, unfreeze_blocks: int | str) -> int:
-    """How many top backbone blocks ``unfreeze_blocks`` means (checked, with a clear error).
-
-    Example:
-        >>> from effnet_tl.models import custom_variant
-        >>> tiny = build_classifier(2, variant=custom_variant(width=0.25, depth=0.25,
-        ...                         resolution=32, name="tiny"), weights=None)
-        >>> unfrozen_block_count(tiny, "all") == len(backbone_blocks(tiny))
-        True
-    """
-    blocks = backbone_blocks(model)
-    if unfreeze_blocks == "all":
-        return len(blocks)
-    if isinstance(unfreeze_blocks, str):
-        if unfreeze_blocks not in blocks:
-            raise ValueError(f"unfreeze_blocks={unfreeze_blocks!r} is not a block; blocks: {blocks}")
-        return len(blocks) - blocks.index(unfreeze_blocks)
-    if isinstance(unfreeze_blocks, int) and not isinstance(unfreeze_blocks, bool) \
-            and 0 <= unfreeze_blocks <= len(blocks):
-        return unfreeze_blocks
-    raise ValueError(
-        f"unfreeze_blocks must be 0..{len(blocks)}, 'all' or a block name. "
-        f"Received: unfreeze_blocks={unfreeze_blocks!r}"
-    )
-
-
-def finetune_boundary(model: keras.Model, unfreeze_blocks: int | str) -> str | None:
-    """The lowest backbone layer that fine-tuning trains: everything below it stays frozen.
-
-    ``None`` when no block is unfrozen (the head alone trains); the first layer after the
-    input (the normalization) for ``"all"``, which also unfreezes the stem.
-    """
-    count = unfrozen_block_count(model, unfreeze_blocks)
-    if count == 0:
-        return None
-    base = model.get_layer(BACKBONE_NAME)
-    if count == len(backbone_blocks(model)):
-        return base.layers[1].name
-    return backbone_blocks(model)[-count]
-
-
-def set_finetune_trainable(model: keras.Model, unfreeze_blocks: int | str) -> list[str]:
-    """Freeze the backbone except its top ``unfreeze_blocks`` whole blocks; BN stays frozen.
-
-    ``top_conv``/``top_bn`` are unfrozen together with any block; the head and extra blocks
-    are always trainable. Every BatchNormalization (inside MBConv blocks too) gets
-    ``trainable=False``, which in Keras 3 also runs it in inference mode (moving statistics),
-    so small fine-tuning batches never disturb the pretrained statistics.
-
-    Args:
-        model: A model from :func:`build_classifier`.
-        unfreeze_blocks: Number of blocks to unfreeze from the top (0 = head only), ``"all"``,
-            or a block name (``"block6a"``): that block and everything above it.
-
-    Returns:
-        Names of the backbone layers left trainable.
-    """
-    base = model.get_layer(BACKBONE_NAME)
-    first = finetune_boundary(model, unfreeze_blocks)
-    model.trainable = True
-    unfrozen: list[str] = []
-    reached = False
-    for layer in base.layers:
-        reached = reached or (first is not None and layer.name == first)
-        trainable = reached and bool(layer.weights) and not isinstance(
-            layer, keras.layers.BatchNormalization)
-        layer.trainable = trainable
-        if trainable:
-            unfrozen.append(layer.name)
-    for layer in model.layers:
-        if layer is not base:
-            _freeze_batch_norm(layer)
-    _freeze_batch_norm(base)
-    return unfrozen
-
-
-def freeze_backbone(model: keras.Model) -> None:
-    """Head phase: the whole backbone frozen (BN in inference mode), the rest trainable."""
-    model.trainable = True
-    model.get_layer(BACKBONE_NAME).trainable = False
-    for layer in model.layers:
-        _freeze_batch_norm(layer)
-
-
-def feature_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """The layers after the backbone: extra blocks, then the last Dense block."""
-    names = [layer.name for layer in model.layers]
-    start = names.index(BACKBONE_NAME) + 1
-    return model.layers[start:]
-
-
-def _has_extra_blocks(model: keras.Model) -> bool:
-    return any(layer.name.startswith(EXTRA_BLOCK_PREFIX) for layer in feature_layers(model))
-
-
-def _backbone_from(model: keras.Model, boundary: str | None):
-    """A fresh Input at ``boundary``'s input (or the backbone's input) and the backbone's
-    layers from there on, re-applied to it (sharing their weights)."""
-    base = model.get_layer(BACKBONE_NAME)
-    if boundary is None:
-        return base.inputs[0], base.output
-    names = [layer.name for layer in base.layers]
-    if boundary not in names[1:]:
-        raise ValueError(f"boundary={boundary!r} is not a backbone layer; layers: {names[1:]}")
-    # Layer.input is the tensor of the layer's first call, the backbone's own graph, so
-    # re-applying layers below (for other splits) never changes it.
-    inputs = keras.Input(tuple(base.get_layer(boundary).input.shape[1:]), name=f"{boundary}_input")
-    x = inputs
-    for layer in base.layers[names.index(boundary):]:
-        x = layer(x)
-    return inputs, x
-
-
-def frozen_bottom(model: keras.Model, boundary: str | None) -> keras.Model:
-    """Image to the input of backbone layer ``boundary``: the part fine-tuning leaves frozen.
-
-    ``boundary=None`` gives the whole backbone (pooled unless the head has extra blocks),
-    whose output :func:`head_model` takes. The model skips any input block (augmentation is
-    identity at inference; augmented images go in as data).
-    """
-    base = model.get_layer(BACKBONE_NAME)
-    if boundary is None:
-        # A fresh pooling layer (no weights): the classifier's own layers get no extra nodes.
-        x = base.output if _has_extra_blocks(model) else \
-            keras.layers.GlobalAveragePooling2D()(base.output)
-        return keras.Model(base.inputs, x, name=f"{model.name}-features")
-    return keras.Model(base.inputs, base.get_layer(boundary).input, name=f"{model.name}-below-{boundary}")
-
-
-def feature_model(model: keras.Model, boundary: str | None = None) -> keras.Model:
-    """What :func:`head_model` takes, from images (``boundary=None``) or from the output of
-    ``frozen_bottom(model, boundary)``: the backbone's output, pooled unless extra blocks."""
-    if boundary is None:
-        return frozen_bottom(model, None)
-    inputs, x = _backbone_from(model, boundary)
-    if not _has_extra_blocks(model):
-        x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, x, name=f"{model.name}-features-from-{boundary}")
-
-
-def head_model(model: keras.Model, boundary: str | None = None) -> SharedStepModel:
-    """The classifier above ``frozen_bottom(model, boundary)``, sharing its layers and weights.
-
-    With ``boundary=None`` it takes the backbone's output, pooled ``(batch, channels)`` unless
-    the head has extra blocks (the pooling has no weights); with a boundary (a backbone layer
-    name, see :func:`finetune_boundary`) it takes the feature map entering that layer and
-    runs the backbone's layers from there, so ``head_model(m, b)(frozen_bottom(m, b)(x))``
-    equals ``m(x)``.
-    """
-    base = model.get_layer(BACKBONE_NAME)
-    top = feature_layers(model)
-    if boundary is not None:
-        inputs, x = _backbone_from(model, boundary)
-        for layer in top:
-            x = layer(x)
-    elif _has_extra_blocks(model):
-        inputs = keras.Input(tuple(base.output.shape[1:]), name="features")
-        x = inputs
-        for layer in top:
-            x = layer(x)
-    else:
-        inputs = keras.Input((base.output.shape[-1],), name="pooled_features")
-        x = inputs
-        for layer in top:
-            if layer.name != "head_pool":
-                x = layer(x)
-    return SharedStepModel(inputs, x, name=f"{model.name}-head" + (f"-from-{boundary}" if boundary else ""))

@@ -2,13 +2,29 @@
 
     effnet-tl fit DATASET_DIR --num-classes N [--variant lite0] [--image-size 224] ...
     effnet-tl demo [--work-dir DIR]        # the README's quick start (digits, Lite0, offline)
+
+``fit``'s flags are derived from the settings dataclasses (:mod:`effnet_tl.train.settings`):
+a field there is a flag here, with its description and default in ``--help``. TensorFlow starts
+quietly (:mod:`effnet_tl.quiet`); an error is one line on stderr, ``effnet-tl: error: ...``,
+with exit status 2 for bad arguments (nothing was read), 1 for a failure and 130 for Ctrl-C.
+``--debug`` shows TensorFlow's logs, every Python warning and full tracebacks.
+
+Example:
+    >>> parser = build_parser()
+    >>> args = parser.parse_args(["fit", "data", "--num-classes", "3", "--no-early-stopping",
+    ...                           "--unfreeze-blocks", "2", "--weights", "none"])
+    >>> args.num_classes, args.early_stopping, args.unfreeze_blocks, args.weights
+    (3, False, 2, None)
+    >>> "head_epochs" in vars(args)  # flags left out stay out: fit chooses those
+    False
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
-import os
 import sys
 import tempfile
 import time
@@ -71,14 +87,11 @@ QUICKSTART_SETTINGS = dict(
 
 
 def demo_main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="effnet-tl demo: Lite0 on digits vs logistic regression")
-    parser.add_argument("--work-dir", default=None, help="where to write data/ and runs/ "
-                        "(default: a new temporary folder)")
-    parser.add_argument("--image-size", type=int, default=QUICKSTART_SETTINGS["image_size"])
-    parser.add_argument("--verbose", type=int, default=2)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """``effnet-tl demo`` (``examples/quickstart.py`` calls this); returns the exit status."""
+    return main(["demo", *(sys.argv[1:] if argv is None else argv)])
 
+
+def _demo(args: argparse.Namespace) -> int:
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="effnet_tl_quickstart_"))
     data_dir = work / "digits"
     started = time.perf_counter()
@@ -112,79 +125,297 @@ def demo_main(argv=None) -> int:
     return 0
 
 
-
 # --------------------------------------------------------------------------- command
 
+USAGE_ERROR, FAILURE, INTERRUPTED = 2, 1, 130
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="effnet-tl", description="Fine-tune EfficientNet on a folder of images.")
-    commands = parser.add_subparsers(dest="command", required=True)
 
-    fit = commands.add_parser("fit", help="two-phase fine-tuning; writes runs/<name>/")
-    fit.add_argument("dataset_dir")
-    fit.add_argument("--num-classes", type=int, required=True)
-    fit.add_argument("--variant", default="b0")
-    fit.add_argument("--weights", default="imagenet", help="'imagenet', 'none' or a weights file")
-    fit.add_argument("--image-size", type=int, default=None)
-    fit.add_argument("--run-dir", default=None)
-    fit.add_argument("--runs-root", default="runs")
-    fit.add_argument("--name", default=None)
-    fit.add_argument("--batch-size", type=int, default=None)
-    fit.add_argument("--head-epochs", type=int, default=None)
-    fit.add_argument("--finetune-epochs", type=int, default=None)
-    fit.add_argument("--unfreeze-blocks", default="auto", help="a count, a block name, 'all' or 'auto'")
-    fit.add_argument("--finetune-views", default="auto",
-                     help="cached views of the training set for fine-tuning: a count (0: no "
-                          "cache) or 'auto'")
-    fit.add_argument("--head-lr", type=float, default=None)
-    fit.add_argument("--finetune-lr", type=float, default=None)
-    fit.add_argument("--label-smoothing", type=float, default=0.1)
-    fit.add_argument("--augment", default="medium", help="none, light, medium or heavy")
-    fit.add_argument("--val-fraction", type=float, default=0.2)
-    fit.add_argument("--seed", type=int, default=0)
-    fit.add_argument("--strategy", default=None)
-    fit.add_argument("--tensorboard", action="store_true")
-    fit.add_argument("--overwrite", action="store_true")
-    fit.add_argument("--verbose", type=int, default=1)
+class UsageError(ValueError):
+    """A bad argument value, found before any data is read (exit status 2)."""
 
-    demo = commands.add_parser("demo", help="the quick start: Lite0 on scikit-learn's digits")
-    demo.add_argument("--work-dir", default=None)
-    demo.add_argument("--image-size", type=int, default=64)
-    demo.add_argument("--verbose", type=int, default=2)
-    return parser
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``effnet-tl: error: ... (see 'effnet-tl fit --help')``."""
+
+    def error(self, message):
+        self.exit(USAGE_ERROR, f"effnet-tl: error: {message} (see '{self.prog} --help')\n")
+
+
+def _weights(value: str):
+    """``--weights none`` is random initialisation (``weights=None``)."""
+    return None if value.lower() == "none" else value
 
 
 def _unfreeze(value: str):
-    """A count argument ("3") as an int; names and "auto"/"all" as given."""
-    return int(value) if value.isdigit() else value
+    """A count ("3") as an int; a block name or "all" as given."""
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+def _int_list(value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected integers separated by commas, got {value!r}") from None
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _command_line_forms() -> dict[str, dict]:
+    """The fields whose values take several forms: how each is written on a command line.
+
+    Objects (AugmentSpec, Keras layers, strategies, class-weight dicts) stay Python-only; the
+    command line takes their names.
+    """
+    from effnet_tl.augment.presets import PRESETS
+
+    return {
+        "weights": dict(type=_weights, metavar="{imagenet,none,FILE}"),
+        "unfreeze_blocks": dict(type=_unfreeze, metavar="{N,BLOCK,all}"),
+        "augment": dict(choices=PRESETS),
+        "top_k": dict(type=_int_list, metavar="K[,K...]"),
+    }
+
+
+def flag_help(field) -> str:
+    """A settings field's ``--help`` line: its description and its default.
+
+    A ``None`` default shows what the description says ``None`` means, else "chosen from the
+    data" (leaving a flag out is the command line's ``None``).
+
+    Example:
+        >>> from effnet_tl.train.settings import RecipeSettings, RunSettings
+        >>> fields = {f.name: f for cls in (RecipeSettings, RunSettings)
+        ...           for f in dataclasses.fields(cls)}
+        >>> flag_help(fields["head_lr"])
+        'peak AdamW rate of the head phase (default: 2e-3 x batch/32)'
+        >>> flag_help(fields["early_stopping"])
+        'stop a phase early when validation stops improving (default: on)'
+        >>> flag_help(fields["top_k"])
+        "k values of the report's top-k accuracy (default: 3,5)"
+    """
+    text = field.metadata["help"]
+    if field.default is None and "; None: " in text:
+        text, _, meaning = text.partition("; None: ")
+        return f"{text} (default: {meaning})"
+    return f"{text} (default: {shown_default(field.default)})"
+
+
+def shown_default(value) -> str:
+    """A settings default as ``--help`` shows it.
+
+    Example:
+        >>> shown_default(None), shown_default(True), shown_default((3, 5)), shown_default(0.01)
+        ('chosen from the data', 'on', '3,5', '0.01')
+    """
+    if value is None:
+        return "chosen from the data"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
+def _flag_form(field, forms: dict) -> dict:
+    """argparse keywords for a settings field: its type, choices or on/off switch."""
+    if field.name in forms:
+        return forms[field.name]
+    kind, choices = field.metadata.get("type"), field.metadata.get("choices")
+    if kind is bool or isinstance(field.default, bool):
+        return dict(action=argparse.BooleanOptionalAction)
+    if choices is not None:
+        return dict(choices=choices, **({"type": kind} if kind else {}))
+    if kind in (int, float) or (kind is None and isinstance(field.default, (int, float))):
+        kind = kind or type(field.default)
+        return dict(type=kind, metavar="N" if kind is int else "X")
+    if field.default is None or isinstance(field.default, str):
+        return dict(type=str)
+    raise TypeError(f"settings field {field.name!r} (default {field.default!r}) has no "
+                    "command-line form: give it metadata type or choices in "
+                    "effnet_tl/train/settings.py, or an entry in cli._command_line_forms")
+
+
+def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per field of the settings groups, in their order, grouped as they are.
+
+    Flags default to "not given" (``argparse.SUPPRESS``): only the flags on the command line
+    reach :func:`effnet_tl.fit`, which applies its own defaults (shown in ``--help``).
+    """
+    from effnet_tl.train.settings import GROUPS
+
+    forms = _command_line_forms()
+    for group, cls in GROUPS.items():
+        section = parser.add_argument_group(f"{group} settings", cls.__doc__.splitlines()[0])
+        for field in dataclasses.fields(cls):
+            section.add_argument(f"--{field.name.replace('_', '-')}", dest=field.name,
+                                 default=argparse.SUPPRESS,
+                                 help=flag_help(field).replace("%", "%%"),
+                                 **_flag_form(field, forms))
+
+
+def _add_debug(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show TensorFlow's start-up logs, all Python warnings and full "
+                             "tracebacks (default: off)")
+
+
+def _add_demo_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--work-dir", default=None, help="where to write digits/ and runs/ "
+                        "(default: a new temporary folder)")
+    parser.add_argument("--image-size", type=int, default=QUICKSTART_SETTINGS["image_size"],
+                        metavar="N", help="input side in pixels (default: %(default)s)")
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=2,
+                        help="0 silent, 1 progress bars, 2 one line per epoch "
+                             "(default: %(default)s)")
+    _add_debug(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``effnet-tl`` parser; ``fit``'s flags come from the settings dataclasses."""
+    import effnet_tl
+
+    parser = _Parser(prog="effnet-tl",
+                     description="Fine-tune EfficientNet on a folder of images.")
+    parser.add_argument("--version", action="version", version=effnet_tl.__version__,
+                        help="print the version and exit")
+    _add_debug(parser)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{fit,demo}")
+
+    fit = commands.add_parser(
+        "fit", help="two-phase fine-tuning of a folder of images; writes runs/<name>/",
+        description="Train the head on the frozen backbone, then fine-tune the top blocks; "
+        "prints a JSON summary on stdout. Rerunning the same command resumes an interrupted "
+        "run or loads a finished one. Options left out are chosen as effnet_tl.fit chooses "
+        "them.")
+    fit.add_argument("dataset_dir", help="a folder with one subfolder per class (or train/, "
+                     "val/, test/ folders of them), a .csv of paths and labels, or tfds:NAME")
+    fit.add_argument("--num-classes", type=_positive_int, required=True, metavar="N",
+                     help="number of classes, checked against the data before training "
+                          "(required)")
+    add_settings_flags(fit)
+    _add_debug(fit)
+
+    demo = commands.add_parser(
+        "demo", help="the quick start: Lite0 on scikit-learn's digits vs logistic regression",
+        description="The README's quick start: writes the digits as PNG files, fine-tunes "
+        "Lite0 and compares it with logistic regression on the raw pixels.")
+    _add_demo_options(demo)
+    return parser
+
+
+class _FlagWording:
+    """``sys.stdout``, with the library's keyword hints worded as this command's flags."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(text.replace("overwrite=True", "--overwrite"))
+
+    def __getattr__(self, name):  # isatty, flush, encoding, ...: the real stream's
+        return getattr(self._stream, name)
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from effnet_tl import fit
+    from effnet_tl.train.settings import FitOptions
+
+    options = {name: value for name, value in vars(args).items() if name in FitOptions.names()}
+    try:
+        FitOptions.from_kwargs(**options)  # bad values are usage errors: nothing read yet
+    except (ValueError, TypeError) as error:
+        raise UsageError(str(error)) from error
+    with contextlib.redirect_stdout(_FlagWording(sys.stdout)):
+        result = fit(args.dataset_dir, args.num_classes, **options)
+    kept = result.metrics.get("kept")
+    summary = {"run_dir": str(result.run_dir), "val_accuracy": result.val_accuracy,
+               "test_accuracy": result.test_accuracy,
+               "kept_epoch": kept["epoch"] if kept else None, "stopped": result.stopped}
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _loaded(module: str, name: str):
+    """A class from a module that is already imported, else ``()`` (matches nothing).
+
+    An error can only be an instance of a class whose module was imported, and importing one
+    here could fail again (a broken TensorFlow install) inside the error handler.
+    """
+    return getattr(sys.modules.get(module), name, ())
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _error_line(error: BaseException, command: str | None) -> tuple[str, int]:
+    """The one line (and exit status) a failure prints without ``--debug``."""
+    if isinstance(error, UsageError):
+        return _one_line(error), USAGE_ERROR
+    if isinstance(error, _loaded("effnet_tl.train.run", "RunFolderConflict")):
+        return error.message("--overwrite"), FAILURE
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted" + ("; rerun the same command to continue after the last finished "
+                                "epoch" if command == "fit" else ""), INTERRUPTED
+    if isinstance(error, (MemoryError, _loaded("tensorflow.python.framework.errors_impl",
+                                               "ResourceExhaustedError"))):
+        return (f"out of memory ({_first_line(error)[:200]}); try a smaller --batch-size or "
+                "--image-size", FAILURE)
+    if isinstance(error, (ValueError, TypeError, OSError,
+                          _loaded("effnet_tl.models.weights", "WeightsUnavailableError"))):
+        return _one_line(error) or type(error).__name__, FAILURE
+    return (f"{type(error).__name__}: {_first_line(error)} (rerun with --debug for the "
+            "traceback)", FAILURE)
+
+
+def _python_warnings_on_one_line() -> None:
+    """Show warnings as ``effnet-tl: warning: ...``; hide deprecations meant for developers."""
+    import warnings
+
+    for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = _one_line(message).removeprefix("effnet_tl: ")
+        print(f"effnet-tl: warning: {text}", file=file or sys.stderr)
+
+    warnings.showwarning = show
 
 
 def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-    if args.command == "demo":
-        forwarded = ["--image-size", str(args.image_size), "--verbose", str(args.verbose)]
-        if args.work_dir:
-            forwarded += ["--work-dir", args.work_dir]
-        return demo_main(forwarded)
+    """Run ``effnet-tl``; returns the exit status (0 done, 1 failed, 2 bad arguments, 130 Ctrl-C).
 
-    from effnet_tl import fit
+    Without ``--debug``, TensorFlow starts quietly and every error is one line on stderr.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug, args = "--debug" in argv, None
+    try:
+        if not debug:
+            from effnet_tl.quiet import quiet_tensorflow
 
-    result = fit(
-        args.dataset_dir, args.num_classes, variant=args.variant,
-        weights=None if args.weights.lower() == "none" else args.weights,
-        image_size=args.image_size, run_dir=args.run_dir, runs_root=args.runs_root,
-        name=args.name, batch_size=args.batch_size, head_epochs=args.head_epochs,
-        finetune_epochs=args.finetune_epochs, unfreeze_blocks=_unfreeze(args.unfreeze_blocks),
-        finetune_views=_unfreeze(args.finetune_views), head_lr=args.head_lr, finetune_lr=args.finetune_lr,
-        label_smoothing=args.label_smoothing, augment=args.augment,
-        val_fraction=args.val_fraction, seed=args.seed, strategy=args.strategy,
-        tensorboard=args.tensorboard, overwrite=args.overwrite, verbose=args.verbose,
-    )
-    summary = {"run_dir": str(result.run_dir), "val_accuracy": result.val_accuracy,
-               "test_accuracy": result.test_accuracy, "stopped": result.stopped}
-    print(json.dumps(summary, indent=2))
-    return 0
+            quiet_tensorflow()  # before anything imports TensorFlow (the settings do)
+            _python_warnings_on_one_line()
+        args = build_parser().parse_args(argv)
+        return _demo(args) if args.command == "demo" else _fit(args)
+    except (Exception, KeyboardInterrupt) as error:
+        if debug:
+            raise
+        line, status = _error_line(error, getattr(args, "command", None))
+        print(f"effnet-tl: error: {line}", file=sys.stderr)
+        return status
 
 
 if __name__ == "__main__":

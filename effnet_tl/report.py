@@ -153,6 +153,7 @@ def plot_history(
     history,
     path: str | os.PathLike,
     *,
+    kept_epoch: int | None = None,
     size_inches: tuple[float, float] | None = None,
     dpi: int = 100,
 ) -> Path:
@@ -198,6 +199,12 @@ def plot_history(
         for key, label in ((name, "train"), (f"val_{name}", "validation")):
             if key in numeric:
                 axes.plot(epochs, numeric[key], marker="o", markersize=3, label=label)
+        if kept_epoch is not None and kept_epoch in epochs:
+            axes.axvline(kept_epoch, color="tab:green", linestyle="--", linewidth=1,
+                         label="kept model" if name != "learning_rate" else None)
+            if f"val_{name}" in numeric:
+                axes.plot([kept_epoch], [numeric[f"val_{name}"][epochs.index(kept_epoch)]],
+                          marker="*", markersize=12, color="tab:green")
         if name == "learning_rate":
             axes.set_yscale("log")
         if phases:

@@ -19,6 +19,19 @@ def _seed_everything():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _temp_dir_under_pytest(tmp_path_factory, monkeypatch):
+    """Anything written to the temp dir (tempfile.mkdtemp in tests, docstring examples, the
+    library, subprocesses via TMPDIR) lands under pytest's own base temp, which pytest prunes:
+    the suite leaves nothing behind in /tmp."""
+    import tempfile
+
+    scratch = str(tmp_path_factory.mktemp("tempdir"))
+    monkeypatch.setattr(tempfile, "tempdir", scratch)
+    monkeypatch.setenv("TMPDIR", scratch)
+    yield
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

@@ -4,16 +4,14 @@ import numpy as np
 import keras
 import pytest
 
-from effnet_tl.classifier import (
-    backbone_blocks,
-    build_classifier,
+from effnet_tl.classifier import backbone_blocks, build_classifier, target_loss
+from effnet_tl.train.surgery import (
     feature_model,
     finetune_boundary,
     freeze_backbone,
     frozen_bottom,
     head_model,
     set_finetune_trainable,
-    target_loss,
 )
 from effnet_tl.models import custom_variant
 

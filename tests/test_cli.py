@@ -1,47 +1,262 @@
-"""The effnet-tl command: argument parsing and the early num_classes check, run for real."""
+"""The effnet-tl command: flags derived from the settings, quiet start-up, one-line errors.
+
+The end-to-end checks run the real command in a subprocess (TensorFlow's C++ start-up lines
+only show there) on PNG files written here; the rest call ``cli.main`` in this process.
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from effnet_tl import cli
+from effnet_tl.train.settings import GROUPS
+
+FAST = ["--variant", "lite0", "--weights", "imagenet", "--image-size", "32", "--batch-size", "8",
+        "--head-epochs", "2", "--finetune-epochs", "1", "--unfreeze-blocks", "1"]
+# What TensorFlow's C++ logging writes: glog-style prefixes (I0000, W0000, E0000 ...) and the
+# start-up notices.
+TF_LOG_LINE = re.compile(r"^[IWEF]\d{4} |absl|oneDNN|cuda|cpu_feature_guard", re.I | re.M)
 
 
-def test_fit_requires_num_classes(capsys):
-    with pytest.raises(SystemExit):
+def write_classes(root, classes=3, per_class=8):
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        folder = root / f"class{c}"
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            image = rng.integers(0, 60, (40, 40, 3), dtype=np.uint8)
+            image[..., c] += 150
+            Image.fromarray(image).save(folder / f"{i}.png")
+    return root
+
+
+def run_cli(*args, cwd):
+    """``python -m effnet_tl.cli ARGS`` as a user runs it: no TF_CPP_MIN_LOG_LEVEL of ours."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run([sys.executable, "-m", "effnet_tl.cli", *map(str, args)], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def summary(stdout: str) -> dict:
+    """The JSON summary that ends stdout."""
+    return json.loads(stdout[stdout.rindex("\n{\n") + 1:])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One real ``effnet-tl fit`` (~25 s on 2 cores), shared by the end-to-end tests."""
+    root = tmp_path_factory.mktemp("cli")
+    data = write_classes(root / "data")
+    args = ["fit", data, "--num-classes", "3", *FAST, "--run-dir", root / "run"]
+    return root, args, run_cli(*args, cwd=root)
+
+
+# --------------------------------------------------------------------------- end to end
+
+@pytest.mark.xdist_group("cli_subprocess")
+def test_fit_trains_quietly_and_prints_a_json_summary(trained):
+    root, _, done = trained
+    assert done.returncode == 0, done.stderr
+    assert not TF_LOG_LINE.search(done.stderr), done.stderr
+    assert not re.search(r"[\r\x08\x1b]", done.stdout)  # one line per epoch: no progress bars
+    assert "Epoch 3/3" in done.stdout
+    result = summary(done.stdout)
+    assert result["run_dir"] == str(root / "run") and result["stopped"] is None
+    assert 0.0 <= result["val_accuracy"] <= 1.0 and result["test_accuracy"] is None
+    assert result["kept_epoch"] in (1, 2, 3)
+    assert (root / "run" / "model.keras").exists()
+
+
+@pytest.mark.xdist_group("cli_subprocess")
+def test_rerunning_a_finished_run_loads_it_and_names_the_flag(trained):
+    root, args, done = trained
+    assert done.returncode == 0, done.stderr
+    again = run_cli(*args, cwd=root)
+    assert again.returncode == 0, again.stderr
+    assert "loaded it without training (--overwrite trains again)" in again.stdout
+    assert "overwrite=True" not in again.stdout
+    assert summary(again.stdout) == summary(done.stdout)
+
+
+@pytest.mark.xdist_group("cli_subprocess")
+def test_other_settings_in_a_finished_run_folder_is_one_line_naming_overwrite(trained):
+    root, args, done = trained
+    assert done.returncode == 0, done.stderr
+    conflict = run_cli(*args, "--seed", "1", cwd=root)
+    assert conflict.returncode == 1
+    assert conflict.stderr.count("\n") == 1, conflict.stderr
+    assert conflict.stderr.startswith(f"effnet-tl: error: {root / 'run'} holds a run with other "
+                                      "settings (changed: seed); pass --overwrite")
+
+
+@pytest.mark.xdist_group("cli_subprocess")
+def test_a_missing_dataset_is_one_line_without_tensorflow_logs(tmp_path):
+    done = run_cli("fit", tmp_path / "nowhere", "--num-classes", "3", cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr == f"effnet-tl: error: dataset source '{tmp_path / 'nowhere'}' does not " \
+                          "exist\n"
+    assert done.stdout == ""
+
+
+# --------------------------------------------------------------------------- errors, in process
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("effnet-tl: error: "), err
+    return err
+
+
+def test_missing_num_classes_is_a_one_line_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
         cli.main(["fit", "some_dir"])
-    assert "--num-classes" in capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert "required: --num-classes (see 'effnet-tl fit --help')" in one_error_line(capsys)
 
 
-def test_fit_checks_num_classes_before_training(tmp_path):
-    for name in ("a", "b"):
-        (tmp_path / "data" / name).mkdir(parents=True)
-        for i in range(3):
-            Image.fromarray(np.full((40, 40, 3), 40 * i, np.uint8)).save(
-                tmp_path / "data" / name / f"{i}.png")
-    with pytest.raises(ValueError, match=r"num_classes=3 but dataset_dir has 2 class folders"):
-        cli.main(["fit", str(tmp_path / "data"), "--num-classes", "3", "--variant", "lite0",
-                  "--run-dir", str(tmp_path / "run")])
+def test_a_bad_flag_value_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["fit", "some_dir", "--num-classes", "3", "--image-size", "big"])
+    assert exit_.value.code == 2
+    assert "argument --image-size: invalid int value: 'big'" in one_error_line(capsys)
+
+
+def test_a_bad_setting_fails_before_reading_data(tmp_path, capsys):
+    status = cli.main(["fit", str(tmp_path / "missing"), "--num-classes", "2",
+                       "--finetune-views", "-1", "--run-dir", str(tmp_path / "run")])
+    assert status == 2
+    assert "Received: finetune_views=-1" in one_error_line(capsys)
     assert not (tmp_path / "run").exists()
 
 
-def test_fit_rejects_a_bad_finetune_views_before_reading_data(tmp_path):
-    with pytest.raises(ValueError, match=r"finetune_views='-1'"):
-        cli.main(["fit", str(tmp_path / "missing"), "--num-classes", "2",
-                  "--finetune-views", "-1", "--run-dir", str(tmp_path / "run")])
+def test_a_wrong_num_classes_fails_before_training(tmp_path, capsys):
+    data = write_classes(tmp_path / "data", per_class=3)
+    status = cli.main(["fit", str(data), "--num-classes", "5", "--variant", "lite0",
+                       "--run-dir", str(tmp_path / "run")])
+    assert status == 1
+    assert "num_classes=5 but dataset_dir has 3 class folders" in one_error_line(capsys)
     assert not (tmp_path / "run").exists()
 
 
-def test_unfreeze_argument_parsing():
-    assert cli._unfreeze("4") == 4
-    assert cli._unfreeze("block6a") == "block6a"
-    assert cli._unfreeze("all") == "all"
+def test_unexpected_errors_are_one_line_pointing_at_debug(monkeypatch, capsys):
+    def broken(args):
+        raise KeyError("model")
 
+    monkeypatch.setattr(cli, "_fit", broken)
+    assert cli.main(["fit", "data", "--num-classes", "2"]) == 1
+    assert one_error_line(capsys) == ("effnet-tl: error: KeyError: 'model' (rerun with --debug "
+                                      "for the traceback)\n")
+    with pytest.raises(KeyError):
+        cli.main(["fit", "data", "--num-classes", "2", "--debug"])
+
+
+def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_fit", interrupted)
+    assert cli.main(["fit", "data", "--num-classes", "2"]) == 130
+    assert "interrupted; rerun the same command to continue" in one_error_line(capsys)
+
+
+def test_warnings_print_as_one_line(capsys):
+    with warnings.catch_warnings():
+        cli._python_warnings_on_one_line()
+        warnings.warn("effnet_tl: the pixels look like\n[0, 1]", UserWarning)
+        warnings.warn("old API", DeprecationWarning)
+    assert capsys.readouterr().err == "effnet-tl: warning: the pixels look like [0, 1]\n"
+
+
+# --------------------------------------------------------------------------- flags and --help
+
+def settings_fields():
+    return [field for cls in GROUPS.values() for field in dataclasses.fields(cls)]
+
+
+def expected_default(field) -> str:
+    help_text = field.metadata["help"]
+    if field.default is None:
+        return help_text.partition("; None: ")[2] or "chosen from the data"
+    if isinstance(field.default, bool):
+        return "on" if field.default else "off"
+    if isinstance(field.default, tuple):
+        return ",".join(map(str, field.default))
+    return str(field.default)
+
+
+@pytest.fixture(autouse=True)
+def wide_help(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps at the terminal width (and hyphens)
+
+
+def help_text(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    assert exit_.value.code == 0
+    return " ".join(capsys.readouterr().out.split())
+
+
+def test_fit_help_shows_every_settings_field_with_its_description_and_default(capsys):
+    text = help_text(["fit", "--help"], capsys)
+    for field in settings_fields():
+        flag = "--" + field.name.replace("_", "-")
+        description = field.metadata["help"].partition("; None: ")[0]
+        assert re.search(rf"{re.escape(flag)}\b", text), flag
+        assert f"{description} (default: {expected_default(field)})" in text, field.name
+        if isinstance(field.default, bool) or field.metadata.get("type") is bool:
+            assert f"--no-{flag[2:]}" in text
+    assert "--num-classes N number of classes" in text and "(default: off)" in text
+
+
+def test_every_option_of_every_command_shows_a_description_and_default(capsys):
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for command in (parser, *commands.choices.values()):
+        for action in command._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._VersionAction,
+                                   argparse._SubParsersAction)) or not action.option_strings:
+                continue
+            assert "(default:" in action.help or action.required, (command.prog, action.dest)
+    assert "fit" in help_text(["--help"], capsys) and "demo" in help_text(["--help"], capsys)
+    demo = help_text(["demo", "--help"], capsys)
+    assert "input side in pixels (default: 64)" in demo
+    assert "(default: a new temporary folder)" in demo
+
+
+def test_flags_parse_into_fit_keywords_and_absent_flags_stay_absent():
+    args = cli.build_parser().parse_args(
+        ["fit", "data", "--num-classes", "3", "--weights", "none", "--unfreeze-blocks", "block6a",
+         "--top-k", "1,3", "--no-early-stopping", "--cache-features", "--augment", "light",
+         "--image-size", "96", "--head-lr", "3e-3"])
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "dataset_dir")}
+    assert given == {"num_classes": 3, "weights": None, "unfreeze_blocks": "block6a",
+                     "top_k": (1, 3), "early_stopping": False, "cache_features": True,
+                     "augment": "light", "image_size": 96, "head_lr": 3e-3}
+    assert cli._unfreeze("4") == 4 and cli._unfreeze("all") == "all"
+
+
+def test_a_settings_field_without_a_command_line_form_is_refused():
+    odd = dataclasses.field(default=object(), metadata={"help": "a Python object"})
+    odd.name = "callback"
+    with pytest.raises(TypeError, match="'callback'.*no command-line form"):
+        cli._flag_form(odd, {})
+
+
+# --------------------------------------------------------------------------- demo
 
 def test_demo_writes_a_stratified_digit_split(tmp_path):
     split = cli.write_digits(tmp_path / "digits")
     assert len(split["y_train"]) == 1437 and len(split["y_test"]) == 360
-    assert sorted(p.name for p in (tmp_path / "digits" / "train").iterdir()) == [str(d) for d in range(10)]
+    classes = sorted(p.name for p in (tmp_path / "digits" / "train").iterdir())
+    assert classes == [str(d) for d in range(10)]
     counts = np.bincount(split["y_test"], minlength=10)
     assert counts.min() >= 35  # stratified: every digit ~36 times in the test split
     with Image.open(next((tmp_path / "digits" / "test" / "3").glob("*.png"))) as image:

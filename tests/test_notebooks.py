@@ -14,6 +14,8 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "2")
     monkeypatch.setenv("EFFNET_TL_NOTEBOOK_IMAGES_PER_CLASS", "20")
+    # The notebook writes its images and run folder here, not in a fresh folder of the temp dir.
+    monkeypatch.setenv("EFFNET_TL_NOTEBOOK_WORK_DIR", str(tmp_path / "work"))
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
         notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
@@ -23,3 +25,4 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     # The plots really render inline (PNG payloads), not just paths.
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3
+    assert (tmp_path / "work" / "run" / "model.keras").exists()

@@ -11,6 +11,8 @@ Example:
     >>> train = augment.augment_dataset(train, "medium", seed=0)   # training split only
     >>> augment.choose_placement("gpu")   # GPU: put build_augmenter(...) in the model instead
     'model'
+    >>> [augment.augmentation_off(a) for a in ("none", None, "light")]
+    [True, True, False]
 """
 
 from effnet_tl.augment.albumentations_adapter import AlbumentationsAdapter
@@ -22,7 +24,13 @@ from effnet_tl.augment.pipeline import (
     build_augmenter,
     choose_placement,
 )
-from effnet_tl.augment.presets import DEFAULT_PRESET, PRESETS, AugmentSpec, get_preset
+from effnet_tl.augment.presets import (
+    DEFAULT_PRESET,
+    PRESETS,
+    AugmentSpec,
+    augmentation_off,
+    get_preset,
+)
 from effnet_tl.augment.preview import preview
 
 __all__ = [
@@ -35,6 +43,7 @@ __all__ = [
     "RANDAUGMENT_OPS",
     "augment_batch",
     "augment_dataset",
+    "augmentation_off",
     "build_augmenter",
     "choose_placement",
     "get_preset",

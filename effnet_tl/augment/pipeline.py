@@ -25,7 +25,7 @@ from effnet_tl.augment.albumentations_adapter import (
 )
 from effnet_tl.augment.fused import FusedAugment
 from effnet_tl.augment.mix import mix_batch
-from effnet_tl.augment.presets import DEFAULT_PRESET, AugmentSpec
+from effnet_tl.augment.presets import DEFAULT_PRESET, AugmentSpec, augmentation_off
 
 
 @keras.saving.register_keras_serializable(package="effnet_tl")
@@ -91,13 +91,14 @@ class KerasLayersAugmenter(keras.layers.Layer):
 
 
 def build_augmenter(preset_or_layers: str | AugmentSpec | keras.layers.Layer
-                    | Sequence[keras.layers.Layer] = DEFAULT_PRESET, *,
+                    | Sequence[keras.layers.Layer] | None = DEFAULT_PRESET, *,
                     seed: int | None = None) -> keras.layers.Layer:
     """Return the image augmentation as a Keras layer, identity at inference.
 
     Args:
         preset_or_layers: A preset name from :data:`PRESETS`, an :class:`AugmentSpec`, one Keras
-            layer, or a list of Keras layers.
+            layer, or a list of Keras layers; ``None``/``False`` (augmentation off, see
+            :func:`augmentation_off`) give the identity.
         seed: Seed of the layer's random stream (presets); None draws one.
 
     Returns:
@@ -110,6 +111,10 @@ def build_augmenter(preset_or_layers: str | AugmentSpec | keras.layers.Layer
         >>> keras.Model(inputs, outputs).output_shape
         (None, 32, 32, 3)
     """
+    if preset_or_layers is None or preset_or_layers is False or (
+        isinstance(preset_or_layers, str) and augmentation_off(preset_or_layers)
+    ):
+        return FusedAugment("none", seed=seed)  # the identity, in train and inference alike
     if isinstance(preset_or_layers, (str, AugmentSpec)):
         return FusedAugment(preset_or_layers, seed=seed)
     if isinstance(preset_or_layers, (FusedAugment, KerasLayersAugmenter)):
@@ -193,8 +198,9 @@ def augment_dataset(ds: tf.data.Dataset, augmenter: Any = DEFAULT_PRESET, *, see
             (fast: one vectorised call per batch) or single (H, W, 3) examples; pixels in
             [0, 255], any real dtype. Labels one-hot float (B, C) when mixing.
         augmenter: A preset name, :class:`AugmentSpec`, Keras layer(s), a layer from
-            :func:`build_augmenter`, an ``albumentations`` transform/Compose, or an
-            :class:`AlbumentationsAdapter`.
+            :func:`build_augmenter`, an ``albumentations`` transform/Compose, an
+            :class:`AlbumentationsAdapter`, or ``None``/``False``/``"none"`` (off, see
+            :func:`augmentation_off`: only the float32 cast, and mixing if asked for).
         seed: Integer seed: the same seed and input order reproduce the same output exactly,
             whatever ``num_parallel_calls`` (every batch's seed is derived from its index).
             None draws a seed. (User Keras layers use their own seeds.)
@@ -228,7 +234,10 @@ def augment_dataset(ds: tf.data.Dataset, augmenter: Any = DEFAULT_PRESET, *, see
         seed = int(np.random.SeedSequence().entropy % (2**31))
     image_spec = _image_spec(ds)
 
-    if is_albumentations(augmenter) or isinstance(augmenter, AlbumentationsAdapter):
+    if augmentation_off(augmenter):
+        spec = AugmentSpec()
+        layer = None
+    elif is_albumentations(augmenter) or isinstance(augmenter, AlbumentationsAdapter):
         adapter = augmenter if isinstance(augmenter, AlbumentationsAdapter) else (
             AlbumentationsAdapter(augmenter, seed=seed))
         ds = adapter.apply_to_dataset(ds, num_parallel_calls=num_parallel_calls)

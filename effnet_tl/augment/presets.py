@@ -198,3 +198,36 @@ def get_preset(name: str) -> AugmentSpec:
         return PRESET_SPECS[name]
     except (KeyError, TypeError):
         raise ValueError(f"unknown augmentation preset {name!r}; choose one of {list(PRESETS)}") from None
+
+
+def augmentation_off(augment: Any) -> bool:
+    """True when ``augment`` asks for no augmentation at all: the one rule the package uses.
+
+    Off: ``None``, ``False``, ``"none"`` (any case), any preset name or :class:`AugmentSpec`
+    (or its dict form, or a layer carrying one in ``.spec``) whose spec changes nothing: no
+    image transform and no MixUp/CutMix. Anything else (a working spec, Keras layers, an
+    albumentations pipeline) is on.
+
+    Raises:
+        ValueError: an unknown preset name (echoed, with the known ones), or a dict that is not
+            an :class:`AugmentSpec`.
+
+    Example:
+        >>> [augmentation_off(a) for a in (None, False, "None", "medium", AugmentSpec())]
+        [True, True, True, False, True]
+        >>> augmentation_off(AugmentSpec(mixup_alpha=0.2))   # MixUp alone still augments
+        False
+    """
+    if augment is None or augment is False:
+        return True
+    if isinstance(augment, str):
+        if augment.lower() == "none":
+            return True
+        augment = get_preset(augment)
+    elif isinstance(augment, dict):
+        augment = AugmentSpec.from_dict(augment)
+    elif isinstance(getattr(augment, "spec", None), AugmentSpec):
+        augment = augment.spec  # FusedAugment and anything else carrying a spec
+    if isinstance(augment, AugmentSpec):
+        return not (augment.has_image_ops or augment.has_mixing)
+    return False

@@ -37,6 +37,37 @@ def _is_int(value) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def validate_num_classes(num_classes) -> int:
+    """Return ``num_classes`` as an int, or raise: the one class-count check of the package.
+
+    A classifier needs at least two classes (one class is not a classification problem, and a
+    softmax over one output is constant). Python ints and NumPy integers are accepted; bools,
+    floats, strings and ``None`` are not.
+
+    Raises:
+        ValueError: echoing the value and saying that an integer >= 2 is accepted.
+
+    Example:
+        >>> validate_num_classes(5)
+        5
+        >>> validate_num_classes(1)
+        Traceback (most recent call last):
+        ...
+        ValueError: num_classes=1 is not a class count; accepted: an integer >= 2
+    """
+    import numbers
+
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, numbers.Integral)
+        or num_classes < 2
+    ):
+        raise ValueError(
+            f"num_classes={num_classes!r} is not a class count; accepted: an integer >= 2"
+        )
+    return int(num_classes)
+
+
 def check_num_classes(
     class_names: Sequence[str], num_classes: int | None, *, what: str = "dataset_dir"
 ) -> None:
@@ -46,7 +77,8 @@ def check_num_classes(
 
     Args:
         class_names: the classes found (folder names for a folder source).
-        num_classes: what the user asked for; ``None`` skips the check.
+        num_classes: what the user asked for (checked by :func:`validate_num_classes`);
+            ``None`` skips the check.
         what: how to name the source in the message.
 
     Example:
@@ -58,8 +90,7 @@ def check_num_classes(
     """
     if num_classes is None:
         return
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    num_classes = validate_num_classes(num_classes)
     names = list(class_names)
     if len(names) != num_classes:
         raise ValueError(

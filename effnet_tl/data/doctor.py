@@ -28,6 +28,9 @@ from effnet_tl.data.sources import (
 )
 
 WARNINGS = ("tiny",)
+# Tiny images are summarised on one line of ``str(report)``; this many paths are named there
+# (every one is in ``report.warnings`` and the JSON report).
+TINY_PATHS_SHOWN = 3
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ class ScanReport:
         skipped: unusable files with reasons (never silently dropped).
         converted: kept files that are converted on decode, one entry per conversion.
         warnings: kept files worth a look (``tiny``: shorter side below ``min_side`` px).
+        min_side: the ``tiny`` threshold the scan used, in pixels.
         ignored_files: hidden and system files (``.DS_Store``, ``._*``, ``Thumbs.db``...).
         unlabelled_files: files outside any class folder.
         empty_class_folders: ``{split: [class, ...]}``.
@@ -79,6 +83,7 @@ class ScanReport:
     imbalance_ratio: float | None = None
     imbalanced: bool = False
     imbalance_threshold: float = 3.0
+    min_side: int = 32
     pixel_range: tuple[float, float] | None = None
     seconds: float = 0.0
     quarantined: list[tuple[str, str]] = field(default_factory=list)
@@ -105,6 +110,7 @@ class ScanReport:
             "skipped": [vars(issue) for issue in self.skipped],
             "converted": [vars(issue) for issue in self.converted],
             "warnings": [vars(issue) for issue in self.warnings],
+            "min_side": self.min_side,
             "ignored_files": list(self.ignored_files),
             "unlabelled_files": list(self.unlabelled_files),
             "empty_class_folders": self.empty_class_folders,
@@ -207,6 +213,7 @@ def scan(
         unlabelled_files=list(resolved.unlabelled_files),
         empty_class_folders={k: v for k, v in resolved.empty_class_folders.items() if v},
         imbalance_threshold=imbalance_threshold,
+        min_side=min_side,
     )
     splits = resolved.splits()
     file_splits = {name: ex for name, ex in splits.items() if isinstance(ex, FileExamples)}
@@ -334,6 +341,20 @@ def _find_leakage(digests, report, counts) -> None:
     counts["leakage_groups"] = len(report.leakage)
 
 
+def _tiny_summary(report: ScanReport, rel) -> str:
+    """One line for every tiny image: how many, the threshold, the first few paths."""
+    line = (
+        f"  tiny images (kept): {report.counts['tiny']} with the shorter side below"
+        f" {report.min_side} px"
+    )
+    paths = [rel(issue.path) for issue in report.warnings if issue.kind == "tiny"]
+    if paths:
+        line += ", e.g. " + ", ".join(paths[:TINY_PATHS_SHOWN])
+        if len(paths) > TINY_PATHS_SHOWN:
+            line += f" … and {len(paths) - TINY_PATHS_SHOWN} more (all in to_json())"
+    return line
+
+
 def _format_report(report: ScanReport) -> str:
     source = report.source
     root = source.root or ""
@@ -355,9 +376,8 @@ def _format_report(report: ScanReport) -> str:
     converted = {k: c[k] for k in CONVERSIONS if c.get(k)}
     if converted:
         lines.append("  converted and kept: " + ", ".join(f"{k} {n}" for k, n in converted.items()))
-    if report.warnings:
-        lines.append(f"  tiny images (kept): {c['tiny']}")
-        lines += [f"    {rel(i.path)}: {i.reason}" for i in report.warnings[:20]]
+    if c.get("tiny"):
+        lines.append(_tiny_summary(report, rel))
     if report.empty_class_folders:
         lines.append(f"  EMPTY class folders: {report.empty_class_folders}")
     for split, counts in report.class_counts.items():

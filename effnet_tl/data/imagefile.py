@@ -239,20 +239,34 @@ def load_rgb(path) -> np.ndarray:
 
 def decode_rgb(data: bytes) -> np.ndarray:
     """:func:`load_rgb` for the bytes of a file (used inside ``tf.numpy_function``)."""
-    from PIL import Image, ImageOps
+    from PIL import Image
 
     with Image.open(io.BytesIO(bytes(data))) as image:
-        image.seek(0)  # first frame of animations
-        image = ImageOps.exif_transpose(image)
-        mode = image.mode
-        if mode.startswith("I;16") or mode in ("I", "F"):
-            values = np.asarray(image, dtype=np.float64)
-            if mode.startswith("I;16") or values.max(initial=0) > 255:
-                values = values / 257.0
-            gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-            return np.repeat(gray[..., None], 3, axis=2)
-        if mode == "P" and "transparency" in image.info:
-            image = image.convert("RGBA")
-        if image.mode != "RGB":
-            image = image.convert("RGB")
-        return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
+        return pil_to_rgb(image)
+
+
+def pil_to_rgb(image) -> np.ndarray:
+    """A PIL image as 8-bit RGB ``(H, W, 3)`` by :func:`load_rgb`'s rules (EXIF orientation,
+    16-bit scaling, palettes, CMYK, alpha dropped).
+
+    Example:
+        >>> from PIL import Image
+        >>> pil_to_rgb(Image.new("P", (3, 2))).shape
+        (2, 3, 3)
+    """
+    from PIL import ImageOps
+
+    image.seek(0)  # first frame of animations
+    image = ImageOps.exif_transpose(image)
+    mode = image.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if mode.startswith("I;16") or values.max(initial=0) > 255:
+            values = values / 257.0
+        gray = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.ascontiguousarray(np.asarray(image, dtype=np.uint8))

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
+import weakref
 from typing import Sequence
 
 import numpy as np
 
 from effnet_tl.data.imagefile import decode_rgb
 from effnet_tl.data.sources import ArrayExamples, DatasetExamples, DatasetSource, FileExamples
+from effnet_tl.sizes import image_size_pair
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +63,9 @@ def make_dataset(
         cache: ``"auto"`` (in memory when the cached data fits ``memory_budget_bytes``, else a
             disk cache in a temporary folder), ``"memory"``, ``"disk"``, a file path prefix for a
             disk cache, or ``None``/``False``. Deterministic policies cache resized uint8 images;
-            random crops cache the encoded file bytes.
+            random crops cache the encoded file bytes. A temporary folder (``"auto"``,
+            ``"disk"``) is removed once the dataset is garbage-collected (at the latest when
+            Python exits); a path prefix you give is yours to keep or delete.
         shuffle: defaults to ``training``.
         shuffle_buffer: buffer for shuffling decoded data; default: everything for a memory
             cache or arrays, 2,048 for a disk cache, 1,024 for a stream (file lists without a
@@ -90,7 +95,7 @@ def make_dataset(
 
     if isinstance(examples, DatasetSource):
         examples = examples.train
-    height, width = _size(image_size)
+    height, width = image_size_pair(image_size)
     if resize not in RESIZE_POLICIES:
         raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {resize!r}")
     if batch_size < 1:
@@ -144,23 +149,10 @@ def to_memory(
     """
     import tensorflow as tf
 
-    height, width = _size(image_size)
+    height, width = image_size_pair(image_size)
     policy = _policy(resize, training=False)
-    dataset, _ = _image_dataset(
-        examples,
-        height,
-        width,
-        policy,
-        0,
-        False,
-        None,
-        None,
-        (0.08, 1.0),
-        (0.75, 4 / 3),
-        None,
-        True,
-        lambda image, label: (image, label),
-    )
+    dataset = _evaluation_images(examples, height, width, policy,
+                                 lambda image, label: (image, label))
     images, labels = [], []
     for image_batch, label_batch in dataset.batch(256):
         rounded = tf.floor(tf.cast(image_batch, tf.float32) + 0.5)  # as a cache rounds
@@ -172,22 +164,122 @@ def to_memory(
     return ArrayExamples(np.concatenate(images), np.concatenate(labels), examples.class_names)
 
 
+def eval_resize(
+    image, image_size: int | Sequence[int], *, resize: str = "center_crop"
+) -> np.ndarray:
+    """Crop and resize ONE decoded image exactly as the evaluation pipeline does.
+
+    The same code as ``make_dataset(ArrayExamples(...), training=False, resize=resize)``: gray
+    becomes RGB, alpha is dropped, the window is the largest centred one of the output's aspect
+    ratio (``"center_crop"``, ``"crop"``), then bilinear resizing. Prediction calls it, so a
+    model sees at inference exactly the pixels it was validated on.
+
+    Args:
+        image: ``(H, W)`` or ``(H, W, 1|3|4)`` pixels in [0, 255] (uint8 or float).
+        image_size: output size, ``224`` or ``(height, width)``.
+        resize: an evaluation policy: ``"center_crop"`` (or ``"crop"``), ``"pad"`` or
+            ``"stretch"``; ``"random_crop"`` evaluates with the centre crop.
+
+    Returns:
+        float32 ``(height, width, 3)``, not rounded (a cached pipeline also rounds to uint8).
+
+    Example:
+        >>> wide = np.zeros((4, 8), np.uint8); wide[:, 2:6] = 255   # the centre 4x4 is white
+        >>> out = eval_resize(wide, 2)
+        >>> out.shape, out.dtype.name, float(out.min())
+        ((2, 2, 3), 'float32', 255.0)
+    """
+    import tensorflow as tf
+
+    height, width = image_size_pair(image_size)
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"eval_resize needs one image (H, W[, 1|3|4]); got shape {array.shape}")
+    transform = _tensor_transform(height, width, _eval_policy(resize), (0.08, 1.0), (0.75, 4 / 3))
+    return transform(tf.convert_to_tensor(array), 0)[0].numpy()
+
+
+def read_eval_images(
+    paths: Sequence[str | os.PathLike],
+    image_size: int | Sequence[int],
+    *,
+    resize: str = "center_crop",
+) -> np.ndarray:
+    """Decode, crop and resize image files exactly as the evaluation pipeline does.
+
+    The files go through the doctor (the same decoder choice, EXIF rotation, conversions) and
+    the pipeline's own file decoder (TensorFlow's JPEG/PNG decoders, DCT-scaled decoding of large
+    JPEGs, the same crop window): the pixels ``make_dataset(files, training=False,
+    resize=resize, cache=None)`` yields, in the order given.
+
+    Args:
+        paths: image files.
+        image_size: output size, ``224`` or ``(height, width)``.
+        resize: an evaluation policy, as for :func:`eval_resize`.
+
+    Returns:
+        float32 ``(len(paths), height, width, 3)``.
+
+    Raises:
+        ValueError: a file is not a usable image (each is listed with the doctor's reason).
+
+    Example:
+        >>> import tempfile, os
+        >>> from PIL import Image
+        >>> path = os.path.join(tempfile.mkdtemp(), "red.png")
+        >>> Image.new("RGB", (30, 20), (255, 0, 0)).save(path)
+        >>> images = read_eval_images([path], 8)
+        >>> images.shape, images[0, 4, 4].tolist()
+        ((1, 8, 8, 3), [255.0, 0.0, 0.0])
+    """
+    import tensorflow as tf
+
+    from effnet_tl.data.doctor import check_examples
+
+    height, width = image_size_pair(image_size)
+    paths = tuple(os.fspath(p) for p in paths)
+    if not paths:
+        return np.zeros((0, height, width, 3), np.float32)
+    examples = FileExamples(paths, np.zeros(len(paths), np.int64), ("?",))
+    checked, skipped = check_examples(examples)
+    if skipped:
+        listed = "; ".join(f"{issue.path}: {issue.reason}" for issue in skipped)
+        raise ValueError(f"{len(skipped)} of {len(paths)} files are not usable images: {listed}")
+    dataset = _evaluation_images(checked, height, width, _eval_policy(resize),
+                                 lambda image, label: (tf.cast(image, tf.float32), label))
+    images = [batch.numpy() for batch, _ in dataset.batch(64)]
+    out = np.concatenate(images) if images else np.zeros((0, height, width, 3), np.float32)
+    if len(out) != len(paths):
+        raise ValueError(
+            f"TensorFlow could not decode {len(paths) - len(out)} of {len(paths)} files that "
+            f"the doctor accepted: {list(paths)}"
+        )
+    return out
+
+
 # ----------------------------------------------------------------------------- internals
 
 
-def _size(image_size) -> tuple[int, int]:
-    if isinstance(image_size, (int, np.integer)):
-        return int(image_size), int(image_size)
-    height, width = (int(v) for v in image_size)
-    if height < 1 or width < 1:
-        raise ValueError(f"image_size must be positive, got {image_size!r}")
-    return height, width
+def _eval_policy(resize: str) -> str:
+    if resize not in RESIZE_POLICIES:
+        raise ValueError(f"resize must be one of {RESIZE_POLICIES}, got {resize!r}")
+    # Inference never crops at random: the evaluation view of every crop policy is the centre.
+    return "center_crop" if resize in ("crop", "random_crop") else resize
 
 
 def _policy(resize: str, training: bool) -> str:
     if resize == "crop":
         return "random_crop" if training else "center_crop"
     return resize
+
+
+def _evaluation_images(examples, height, width, policy, to_outputs):
+    """Unbatched, in order, uncached, no random crop: what evaluation and prediction read."""
+    dataset, _ = _image_dataset(examples, height, width, policy, 0, False, None, None,
+                                (0.08, 1.0), (0.75, 4 / 3), None, True, to_outputs)
+    return dataset
 
 
 def _image_dataset(
@@ -353,7 +445,7 @@ def _cache_kind(cache, examples, height, width, random_crop, memory_budget):
     if cache is True or cache == "memory":
         return "memory"
     if cache == "disk":
-        return os.path.join(tempfile.mkdtemp(prefix="effnet_tl_cache_"), "cache")
+        return _TemporaryCache()
     if cache != "auto":
         return os.fspath(cache)  # a disk cache file prefix
     if random_crop:
@@ -363,7 +455,17 @@ def _cache_kind(cache, examples, height, width, random_crop, memory_budget):
     budget = memory_budget if memory_budget is not None else available_memory() // 4
     if size <= budget:
         return "memory"
-    return os.path.join(tempfile.mkdtemp(prefix="effnet_tl_cache_"), "cache")
+    return _TemporaryCache()
+
+
+class _TemporaryCache(str):
+    """A disk-cache file prefix inside a folder of our own, removed with the dataset using it."""
+
+    def __new__(cls):
+        folder = tempfile.mkdtemp(prefix="effnet_tl_cache_")
+        path = super().__new__(cls, os.path.join(folder, "cache"))
+        path.folder = folder
+        return path
 
 
 def _file_size(path: str) -> int:
@@ -384,7 +486,12 @@ def available_memory() -> int:
 def _cache(dataset, cache_kind):
     if cache_kind is None:
         return dataset
-    return dataset.cache("" if cache_kind == "memory" else cache_kind)
+    cached = dataset.cache("" if cache_kind == "memory" else str(cache_kind))
+    if isinstance(cache_kind, _TemporaryCache):
+        # Every later stage and every iterator holds a reference to this dataset object, so
+        # the folder goes exactly when nothing can read the cache any more.
+        weakref.finalize(cached, shutil.rmtree, cache_kind.folder, ignore_errors=True)
+    return cached
 
 
 def _shuffle_cached(dataset, shuffle, cache_kind, n, shuffle_buffer, seed):
@@ -419,8 +526,9 @@ def _crop_window(shape_hw, policy, height, width, seed, area_range, aspect_range
     target = width / height
     crop_h = tf.where(w / h > target, h, w / target)
     crop_w = tf.where(w / h > target, h * target, w)
-    crop_h = tf.clip_by_value(tf.cast(tf.round(crop_h), tf.int32), 1, shape_hw[0])
-    crop_w = tf.clip_by_value(tf.cast(tf.round(crop_w), tf.int32), 1, shape_hw[1])
+    # Round half up, as _center_windows does (tf.round would round half to even).
+    crop_h = tf.clip_by_value(tf.cast(tf.floor(crop_h + 0.5), tf.int32), 1, shape_hw[0])
+    crop_w = tf.clip_by_value(tf.cast(tf.floor(crop_w + 0.5), tf.int32), 1, shape_hw[1])
     return tf.stack([(shape_hw[0] - crop_h) // 2, (shape_hw[1] - crop_w) // 2, crop_h, crop_w])
 
 

@@ -240,6 +240,6 @@ def feature_extractor(model: keras.Model, strides: Sequence[int] = FEATURE_STRID
             f"{sorted(endpoints)}, not {missing}."
         )
     return keras.Model(
-        model.inputs, {f"stride_{s}": endpoints[s] for s in strides},
+        model.input, {f"stride_{s}": endpoints[s] for s in strides},
         name=f"{model.name}-features",
     )

@@ -18,7 +18,7 @@ layer) are listed in :attr:`ModelProfile.uncounted_layers` so that a gap is neve
 
 Counting works by tracing the model once, symbolically, on a one-image input inside a
 ``tf.function`` (graph construction only, no forward pass) while every instance of the layer
-types above, found recursively with ``model._flatten_layers()``, records the shapes it is
+types above, found recursively with :func:`effnet_tl.compat.sublayers`, records the shapes it is
 called with. Layers nested inside custom ``keras.layers.Layer`` blocks (our MBConv,
 FusedMBConv, SqueezeExcite) are therefore counted as well as those of a plain functional
 graph, and a layer called twice is counted twice.
@@ -32,6 +32,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import keras
 import tensorflow as tf
+
+from effnet_tl.compat import sublayers
 
 __all__ = [
     "LayerProfile",
@@ -274,7 +276,7 @@ def profile(model: keras.Model, input_shape: Sequence[int] | None = None) -> Mod
     counted = []
     uncounted = []
     seen = set()
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in sublayers(model):
         if id(layer) in seen:
             continue
         seen.add(id(layer))
@@ -282,7 +284,7 @@ def profile(model: keras.Model, input_shape: Sequence[int] | None = None) -> Mod
             counted.append(layer)
         elif (
             layer.weights
-            and not list(layer._flatten_layers(include_self=False, recursive=False))
+            and not sublayers(layer, recursive=False)
             and not isinstance(layer, _NOT_COUNTED_BY_CONVENTION)
         ):
             uncounted.append(layer.path or layer.name)

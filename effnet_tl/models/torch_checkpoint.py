@@ -23,10 +23,8 @@ itself cannot load it with ``weights_only=True`` and no current torch writes it.
 
 from __future__ import annotations
 
-import collections
 import io
 import os
-import pickle
 import struct
 import tarfile
 import zipfile
@@ -34,6 +32,19 @@ from collections.abc import Mapping
 from typing import Any, BinaryIO
 
 import numpy as np
+
+from effnet_tl.models.torch_pickle import (
+    PICKLE_ERRORS,
+    RestrictedUnpickler,
+    StorageRef,
+    TensorRef,
+    TorchCheckpointError,
+    TruncatedCheckpointError,
+    UnsafeCheckpointError,
+    decode_text,
+    is_count,
+    unpickle,
+)
 
 __all__ = [
     "TorchCheckpointError",
@@ -51,263 +62,28 @@ _ZIP_SIGNATURE = b"PK\x03\x04"
 _WRAPPER_KEYS = ("state_dict", "model_state_dict")
 
 
-class TorchCheckpointError(ValueError):
-    """The file is not a PyTorch state-dict checkpoint this reader understands."""
-
-
-class TruncatedCheckpointError(TorchCheckpointError):
-    """The file ends before all of the checkpoint's data has been read."""
-
-
-class UnsafeCheckpointError(TorchCheckpointError):
-    """The checkpoint's pickle references a global outside the state-dict allow-list.
-
-    Raised *before* the global is imported or called, so nothing from the file
-    runs. A legitimate state dict never triggers it; a full pickled
-    ``nn.Module``, an optimizer with custom classes, or a crafted file does.
-    """
-
-
-def _bfloat16_dtype() -> np.dtype | None:
-    # numpy has no bfloat16; ml_dtypes (a TensorFlow dependency) provides one.
-    # Optional so that importing this module never requires it.
-    try:
-        import ml_dtypes
-    except ImportError:  # pragma: no cover - ml_dtypes ships with TensorFlow
-        return None
-    return np.dtype(ml_dtypes.bfloat16)
-
-
-# torch storage class name -> little-endian numpy dtype of one element. Both
-# layouts store data little-endian unless a zip says otherwise (see byteorder).
-_STORAGE_DTYPES: dict[str, np.dtype | None] = {
-    "DoubleStorage": np.dtype("<f8"),
-    "FloatStorage": np.dtype("<f4"),
-    "HalfStorage": np.dtype("<f2"),
-    "BFloat16Storage": _bfloat16_dtype(),
-    "LongStorage": np.dtype("<i8"),
-    "IntStorage": np.dtype("<i4"),
-    "ShortStorage": np.dtype("<i2"),
-    "CharStorage": np.dtype("i1"),
-    "ByteStorage": np.dtype("u1"),
-    "BoolStorage": np.dtype("?"),
-    "ComplexFloatStorage": np.dtype("<c8"),
-    "ComplexDoubleStorage": np.dtype("<c16"),
-}
-
-
-class _StorageType:
-    """Stand-in for ``torch.FloatStorage`` & co.: only carries the element dtype."""
-
-    __slots__ = ("name", "dtype")
-
-    def __init__(self, name: str, dtype: np.dtype):
-        self.name = name
-        self.dtype = dtype
-
-
-class _StorageRef:
-    """A storage named by the pickle; its bytes are attached after unpickling."""
-
-    __slots__ = ("key", "dtype", "numel", "view_offset", "view_numel")
-
-    def __init__(self, key: str, dtype: np.dtype, numel: int, view_offset: int, view_numel: int):
-        self.key = key
-        self.dtype = dtype
-        self.numel = numel  # elements of the whole (root) storage
-        self.view_offset = view_offset  # legacy storage views; 0 otherwise
-        self.view_numel = view_numel
-
-
-class _TensorRef:
-    """What ``_rebuild_tensor_v2`` returns here: a strided view description."""
-
-    __slots__ = ("storage", "offset", "size", "stride", "metadata")
-
-    def __init__(self, storage, offset, size, stride, metadata=None):
-        self.storage = storage
-        self.offset = offset
-        self.size = size
-        self.stride = stride
-        self.metadata = metadata
-
-
-def _rebuild_tensor(storage, storage_offset, size, stride):
-    # Same signature as torch._utils._rebuild_tensor; validated in _materialize.
-    return _TensorRef(storage, storage_offset, size, stride)
-
-
-def _rebuild_tensor_v2(
-    storage, storage_offset, size, stride, requires_grad, backward_hooks, metadata=None
-):
-    # requires_grad and hooks are autograd state with no meaning for numpy.
-    del requires_grad, backward_hooks
-    return _TensorRef(storage, storage_offset, size, stride, metadata)
-
-
-def _rebuild_parameter(data, requires_grad, backward_hooks):
-    # nn.Parameter is a tensor plus autograd flags; the tensor is all we keep.
-    del requires_grad, backward_hooks
-    return data
-
-
-def _rebuild_parameter_with_state(data, requires_grad, backward_hooks, state):
-    del requires_grad, backward_hooks, state
-    return data
-
-
-def _torch_size(dims=()):
-    # torch.Size pickles as (torch.Size, (tuple_of_ints,)); a tuple is equivalent.
-    return tuple(dims)
-
-
-# The complete allow-list. Everything here either builds a plain container or
-# returns one of the inert stand-ins above, so unpickling cannot run file code.
-_ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
-    ("torch", "Size"): _torch_size,
-}
-for _name, _dtype in _STORAGE_DTYPES.items():
-    if _dtype is not None:
-        _ALLOWED_GLOBALS[("torch", _name)] = _StorageType(_name, _dtype)
-del _name, _dtype
-
-
-def _decode(value: Any) -> Any:
-    # Checkpoints pickled under Python 2 carry ASCII bytes where Python 3 has str.
-    return value.decode("ascii") if isinstance(value, bytes) else value
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only allow-listed globals and records storages.
-
-    Args:
-        file: Binary stream positioned at a pickle.
-        storage_refs: Dict that collects every storage the pickle names, by key.
-        allow_globals: False for the legacy header pickles, which are plain data.
-    """
-
-    def __init__(self, file: BinaryIO, storage_refs: dict[str, _StorageRef], allow_globals=True):
-        super().__init__(file, encoding="utf-8")
-        self._storage_refs = storage_refs
-        self._allow_globals = allow_globals
-
-    def find_class(self, module: str, name: str) -> Any:
-        # Every GLOBAL / STACK_GLOBAL / INST / OBJ / EXT opcode lands here, so
-        # refusing here stops the import before anything from the file runs.
-        if self._allow_globals and (module, name) in _ALLOWED_GLOBALS:
-            return _ALLOWED_GLOBALS[(module, name)]
-        raise UnsafeCheckpointError(
-            f"checkpoint references the forbidden global '{module}.{name}'; "
-            "only tensors and plain containers (a state dict) may be loaded"
-        )
-
-    def persistent_load(self, pid: Any) -> _StorageRef:
-        if not self._allow_globals:
-            raise TorchCheckpointError("unexpected persistent object in a checkpoint header")
-        # Zip:    ('storage', storage_type, key, location, numel)
-        # Legacy: ('storage', storage_type, root_key, location, numel, view_metadata)
-        if not isinstance(pid, tuple) or not pid or _decode(pid[0]) != "storage":
-            kind = _decode(pid[0]) if isinstance(pid, tuple) and pid else type(pid).__name__
-            raise TorchCheckpointError(
-                f"unsupported persistent object {kind!r} in checkpoint "
-                "(a pickled nn.Module rather than a state dict?)"
-            )
-        if len(pid) == 5:
-            _, storage_type, key, _location, numel = pid
-            view = None
-        elif len(pid) == 6:
-            _, storage_type, key, _location, numel, view = pid
-        else:
-            raise TorchCheckpointError(f"malformed storage record of length {len(pid)}")
-        key = _decode(key)
-        if not isinstance(storage_type, _StorageType):
-            raise TorchCheckpointError(f"storage {key!r} has an unsupported type")
-        if not isinstance(key, str) or not _is_count(numel):
-            raise TorchCheckpointError(f"malformed storage record for key {key!r}")
-
-        view_offset, view_numel = 0, numel
-        if view is not None:
-            # Old torch (< 1.x) could pickle a storage as a slice of another.
-            if not (isinstance(view, tuple) and len(view) == 3):
-                raise TorchCheckpointError(f"malformed storage view for key {key!r}")
-            _view_key, view_offset, view_numel = view
-            if not (
-                _is_count(view_offset)
-                and _is_count(view_numel)
-                and view_offset + view_numel <= numel
-            ):
-                raise TorchCheckpointError(f"storage view out of bounds for key {key!r}")
-
-        known = self._storage_refs.get(key)
-        if known is None:
-            self._storage_refs[key] = _StorageRef(key, storage_type.dtype, numel, 0, numel)
-        elif known.dtype != storage_type.dtype or known.numel != numel:
-            raise TorchCheckpointError(f"storage {key!r} is declared twice inconsistently")
-        return _StorageRef(key, storage_type.dtype, numel, view_offset, view_numel)
-
-
-def _is_count(value: Any) -> bool:
-    return type(value) is int and value >= 0
-
-
-# Errors the pickle machinery raises on malformed input. UnsafeCheckpointError
-# and TorchCheckpointError are ValueErrors too, so callers re-raise those first.
-_PICKLE_ERRORS = (
-    pickle.UnpicklingError,
-    EOFError,
-    ValueError,
-    TypeError,
-    KeyError,
-    IndexError,
-    AttributeError,
-    OverflowError,
-    UnicodeDecodeError,
-    struct.error,
-)
-
-
-def _unpickle(file: BinaryIO, storage_refs: dict[str, _StorageRef], *, what: str, header=False):
-    try:
-        return _RestrictedUnpickler(file, storage_refs, allow_globals=not header).load()
-    except TorchCheckpointError:
-        raise
-    except EOFError as exc:
-        raise TruncatedCheckpointError(
-            f"{what} ends early: {exc or 'unexpected end of file'}"
-        ) from None
-    except (*_PICKLE_ERRORS, MemoryError) as exc:
-        if "truncated" in str(exc):  # C unpickler's wording for a short read
-            raise TruncatedCheckpointError(f"{what} ends early: {exc}") from None
-        raise TorchCheckpointError(f"{what} is not a valid pickle: {exc}") from None
-
-
 def _read_legacy(file: BinaryIO, size: int, path: str) -> tuple[Any, dict[str, np.ndarray]]:
-    refs: dict[str, _StorageRef] = {}
+    refs: dict[str, StorageRef] = {}
     not_ckpt = f"not a PyTorch checkpoint: {path}"
     try:
-        magic = _RestrictedUnpickler(file, refs, allow_globals=False).load()
+        magic = RestrictedUnpickler(file, refs, allow_globals=False).load()
     except UnsafeCheckpointError:
         raise
-    except (*_PICKLE_ERRORS, MemoryError) as exc:
+    except (*PICKLE_ERRORS, MemoryError) as exc:
         # Anything that does not even start with a pickled int is some other file.
         raise TorchCheckpointError(f"{not_ckpt} ({type(exc).__name__}: {exc})") from None
     if type(magic) is not int or magic != _LEGACY_MAGIC_NUMBER:
         raise TorchCheckpointError(f"{not_ckpt} (bad magic number)")
 
-    version = _unpickle(file, refs, what="checkpoint header", header=True)
+    version = unpickle(file, refs, what="checkpoint header", header=True)
     if version != _LEGACY_PROTOCOL_VERSION:
         raise TorchCheckpointError(f"unsupported legacy checkpoint protocol version {version!r}")
-    _unpickle(file, refs, what="checkpoint header", header=True)  # sys_info; data is always LE
-    obj = _unpickle(file, refs, what="checkpoint pickle")
-    keys = _unpickle(file, refs, what="checkpoint storage list", header=True)
-    if not isinstance(keys, list) or not all(isinstance(_decode(k), str) for k in keys):
+    unpickle(file, refs, what="checkpoint header", header=True)  # sys_info; data is always LE
+    obj = unpickle(file, refs, what="checkpoint pickle")
+    keys = unpickle(file, refs, what="checkpoint storage list", header=True)
+    if not isinstance(keys, list) or not all(isinstance(decode_text(k), str) for k in keys):
         raise TorchCheckpointError("malformed storage key list in legacy checkpoint")
-    keys = [_decode(k) for k in keys]
+    keys = [decode_text(k) for k in keys]
     if set(keys) != set(refs) or len(keys) != len(refs):
         raise TorchCheckpointError("legacy checkpoint storage list does not match its pickle")
 
@@ -356,8 +132,8 @@ def _read_zip(file: BinaryIO, path: str) -> tuple[Any, dict[str, np.ndarray]]:
         if byteorder not in ("little", "big"):
             raise TorchCheckpointError(f"unknown byteorder {byteorder!r} in {path}")
 
-        refs: dict[str, _StorageRef] = {}
-        obj = _unpickle(
+        refs: dict[str, StorageRef] = {}
+        obj = unpickle(
             io.BytesIO(_zip_read(archive, pickles[0], path)), refs, what="checkpoint pickle"
         )
         buffers: dict[str, np.ndarray] = {}
@@ -387,16 +163,16 @@ def _zip_read(archive: zipfile.ZipFile, name: str, path: str) -> bytes:
         ) from None
 
 
-def _materialize(key: str, ref: _TensorRef, buffers: dict[str, np.ndarray]) -> np.ndarray:
+def _materialize(key: str, ref: TensorRef, buffers: dict[str, np.ndarray]) -> np.ndarray:
     storage, offset, size, stride = ref.storage, ref.offset, ref.size, ref.stride
-    if not isinstance(storage, _StorageRef) or storage.key not in buffers:
+    if not isinstance(storage, StorageRef) or storage.key not in buffers:
         raise TorchCheckpointError(f"tensor {key!r} does not reference a stored buffer")
     if not (
-        _is_count(offset)
+        is_count(offset)
         and isinstance(size, tuple)
         and isinstance(stride, tuple)
         and len(size) == len(stride)
-        and all(_is_count(v) for v in size + stride)
+        and all(is_count(v) for v in size + stride)
     ):
         raise TorchCheckpointError(f"tensor {key!r} has a malformed offset/size/stride")
     if ref.metadata:
@@ -496,7 +272,7 @@ def read_torch_checkpoint(path: str | os.PathLike) -> dict[str, np.ndarray]:
     for key, value in state.items():
         if not isinstance(key, str):
             raise TorchCheckpointError(f"state dict key {key!r} is not a string")
-        if not isinstance(value, _TensorRef):
+        if not isinstance(value, TensorRef):
             raise TorchCheckpointError(
                 f"state dict entry {key!r} has type {type(value).__name__}, not a tensor"
             )

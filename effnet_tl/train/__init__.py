@@ -1,4 +1,4 @@
-"""effnet_tl.train: the two-phase recipe (fit), callbacks, schedules, strategies, the LR finder.
+"""effnet_tl.train: fit (settings, defaults, phases, selection), callbacks, strategies, LR finder.
 
 Names are loaded on first use (PEP 562), so importing a submodule such as
 ``effnet_tl.train.step`` never drags in the whole recipe (and its model imports).
@@ -13,8 +13,11 @@ from importlib import import_module
 
 _EXPORTS = {
     "fit": "recipe",
-    "FitSettings": "recipe",
-    "resolve_settings": "recipe",
+    "FitOptions": "settings",
+    "ModelSettings": "settings",
+    "DataSettings": "settings",
+    "RecipeSettings": "settings",
+    "RunSettings": "settings",
     "FitResult": "run",
     "Predictions": "run",
     "RunPaths": "run",
@@ -23,11 +26,11 @@ _EXPORTS = {
     "LRFinderResult": "lr_finder",
     "plot_lr_finder": "lr_finder",
     "WarmupCosine": "schedules",
-    "resume_callbacks": "callbacks",
+    "resume_callbacks": "selection",
     "StopOnNonFinite": "callbacks",
     "SharedStepModel": "step",
-    "distributed_fit": "step",
-    "distributed_evaluate": "step",
+    "distributed_fit": "distributed",
+    "distributed_evaluate": "distributed",
     "replica_train_step": "step",
     "get_strategy": "strategy",
     "mixed_precision_policy_for": "strategy",

@@ -6,26 +6,26 @@
   finished phase (a rerun skips it) and clears the resume epoch it leaves on the model.
 * :class:`HistoryCSV` writes ``history.csv`` so that a resumed run lists every epoch exactly
   once, even when a kill landed between the backup and the CSV write.
-* :func:`resume_callbacks` assembles all of them, plus the best-model checkpoint and early
-  stopping (both seeded from the history on resume), in the order they must run.
+
+:func:`effnet_tl.train.selection.resume_callbacks` assembles them with the kept-epoch
+checkpoint and early stopping, in the order they must run.
 
 Example:
-    >>> import tempfile, numpy as np, keras
-    >>> run_dir = tempfile.mkdtemp()
+    >>> import tempfile, os, numpy as np, keras
+    >>> path = os.path.join(tempfile.mkdtemp(), "history.csv")
     >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
-    >>> model.compile(optimizer="sgd", loss="categorical_crossentropy", metrics=["accuracy"])
+    >>> model.compile(optimizer="sgd", loss="categorical_crossentropy")
     >>> x, y = np.ones((8, 2)), np.eye(2)[[0, 1] * 4]
-    >>> callbacks = resume_callbacks(run_dir, phase="head", monitor="val_accuracy")
-    >>> _ = model.fit(x, y, validation_data=(x, y), epochs=2, callbacks=callbacks, verbose=0)
-    >>> import os; sorted(os.listdir(run_dir))
-    ['backup', 'history.csv', 'model.keras']
+    >>> _ = model.fit(x, y, epochs=2, callbacks=[StopOnNonFinite(), HistoryCSV(path=path)],
+    ...               verbose=0)
+    >>> [row["epoch"] for row in read_history(path)]
+    [0, 1]
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,12 +33,13 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from effnet_tl import compat
+
 __all__ = [
     "HistoryCSV",
     "ResumeFromBackup",
     "StopOnNonFinite",
     "read_history",
-    "resume_callbacks",
     "summarize_stop",
 ]
 
@@ -162,9 +163,9 @@ class ResumeFromBackup(keras.callbacks.BackupAndRestore):
     * ``delete_checkpoint`` defaults to ``False``: the backup of a *finished* phase stays, so
       rerunning the whole training call restores that phase's final state and skips its
       epochs instead of training it again.
-    * At the end of training it clears ``model._initial_epoch``. Keras' BackupAndRestore sets
-      it when resuming and never resets it, so a later ``fit`` on the same model (the next
-      phase) would silently start from the stale epoch.
+    * At the end of training it clears the resume epoch Keras' BackupAndRestore leaves on the
+      model (:func:`effnet_tl.compat.clear_resume_epoch`); Keras never resets it, so a later
+      ``fit`` on the same model (the next phase) would silently start from the stale epoch.
 
     Weights *and* optimizer state (including ``iterations``, which drives learning-rate
     schedules) are backed up at the end of every epoch (``save_freq="epoch"``); a run killed
@@ -196,14 +197,14 @@ class ResumeFromBackup(keras.callbacks.BackupAndRestore):
     def resume_epoch(self) -> int:
         """The epoch a new ``fit`` would start from (0 when there is no backup)."""
         try:
-            with open(self._training_metadata_path) as handle:
+            with open(compat.backup_metadata_path(self)) as handle:
                 return int(json.load(handle)["epoch"])
         except (OSError, ValueError, KeyError):
             return 0
 
     def on_train_end(self, logs=None):
         super().on_train_end(logs)
-        self.model._initial_epoch = None
+        compat.clear_resume_epoch(self.model)
 
 
 def read_history(path: str | os.PathLike) -> list[dict]:
@@ -300,143 +301,6 @@ class HistoryCSV(keras.callbacks.Callback):
             writer.writeheader()
             writer.writerows(self._rows)
         os.replace(temporary, self.path)
-
-
-def _best_so_far(rows: list[dict], *, monitor: str, mode: str, before_epoch: int):
-    values = [
-        row[monitor]
-        for row in rows
-        if row["epoch"] < before_epoch
-        and isinstance(row.get(monitor), float)
-        and math.isfinite(row[monitor])
-    ]
-    if not values:
-        return None
-    return max(values) if mode == "max" else min(values)
-
-
-def _resolve_mode(monitor: str, mode: str) -> str:
-    if mode not in ("auto", "min", "max"):
-        raise ValueError(f"mode must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
-    if mode != "auto":
-        return mode
-    # Same rule as Keras: accuracy-like and AUC-like metrics grow, everything else shrinks.
-    return "max" if any(word in monitor for word in ("acc", "auc", "precision", "recall", "f1")) \
-        else "min"
-
-
-class _ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping whose patience counter survives a resume by replaying history.csv."""
-
-    def __init__(self, *, history_path: Path, phase: str, **kwargs):
-        super().__init__(**kwargs)
-        self._history_path = history_path
-        self._phase = phase
-        self._replayed = False
-
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        self._replayed = False
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self._replayed:
-            return
-        self._replayed = True
-        stop_flag = self.model.stop_training
-        for row in read_history(self._history_path):
-            # Only this phase's epochs: a new phase (new learning rate) gets fresh patience.
-            if row["epoch"] < epoch and row.get("phase") == self._phase and self.monitor in row:
-                super().on_epoch_end(row["epoch"], row)
-        # Replaying only rebuilds best/wait; the decision to stop belongs to live epochs.
-        self.model.stop_training = stop_flag
-        self.stopped_epoch = 0
-
-
-def resume_callbacks(
-    run_dir: str | os.PathLike,
-    *,
-    phase: str = "train",
-    monitor: str = "val_accuracy",
-    mode: str = "auto",
-    patience: int | None = 5,
-    min_delta: float = 0.0,
-    checkpoint_name: str = "model.keras",
-    history_name: str = "history.csv",
-    backup_save_freq: str | int = "epoch",
-) -> list[keras.callbacks.Callback]:
-    """The callbacks of a resumable run folder, in the order they must run.
-
-    Order matters: ``ResumeFromBackup`` restores weights and the start epoch in
-    ``on_train_begin`` before ``StopOnNonFinite`` takes its first snapshot; ``StopOnNonFinite``
-    restores good weights before the checkpoint and the backup see the epoch end.
-
-    Files in ``run_dir``:
-
-    * ``backup/<phase>/``: the per-phase BackupAndRestore state (weights + optimizer + epoch).
-    * ``history.csv``: one row per epoch, all phases (see :class:`HistoryCSV`).
-    * ``model.keras`` (``checkpoint_name``): the best model so far by ``monitor``. On resume
-      and in later phases the threshold is the best value in ``history.csv`` before the start
-      epoch, so a worse resumed epoch never overwrites a better model.
-
-    Args:
-        run_dir: The run folder, e.g. ``runs/<name>``; created if missing.
-        phase: Name of the training phase (``"head"``, ``"finetune"``); one backup each.
-        monitor: Metric for the checkpoint and early stopping.
-        mode: ``"auto"``, ``"min"`` or ``"max"``.
-        patience: Epochs without improvement before early stopping; ``None`` disables it.
-        min_delta: Smallest change counted as an improvement.
-        checkpoint_name: File name of the best-model checkpoint (must end in ``.keras``).
-        history_name: File name of the history CSV.
-        backup_save_freq: ``"epoch"`` or a number of batches between backups.
-
-    Returns:
-        ``[ResumeFromBackup, StopOnNonFinite, ModelCheckpoint, EarlyStopping?, HistoryCSV]``.
-    """
-    if not phase or not isinstance(phase, str) or os.sep in phase:
-        raise ValueError(f"phase must be a plain non-empty name. Received: phase={phase!r}")
-    if not checkpoint_name.endswith(".keras"):
-        raise ValueError(
-            f"checkpoint_name must end in '.keras'. Received: checkpoint_name={checkpoint_name!r}"
-        )
-    if patience is not None and not (isinstance(patience, int) and patience >= 0):
-        raise ValueError(f"patience must be None or an integer >= 0. Received: {patience!r}")
-    mode = _resolve_mode(monitor, mode)
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    history_path = run_dir / history_name
-
-    backup = ResumeFromBackup(backup_dir=run_dir / "backup" / phase, save_freq=backup_save_freq)
-    # Any epoch this phase will (re)start from; earlier rows, across phases, set the bar.
-    best = _best_so_far(
-        read_history(history_path), monitor=monitor, mode=mode,
-        before_epoch=backup.resume_epoch or _epochs_recorded(history_path),
-    )
-    callbacks: list[keras.callbacks.Callback] = [
-        backup,
-        StopOnNonFinite(),
-        keras.callbacks.ModelCheckpoint(
-            filepath=str(run_dir / checkpoint_name),
-            monitor=monitor,
-            mode=mode,
-            save_best_only=True,
-            initial_value_threshold=best,
-        ),
-    ]
-    if patience is not None:
-        callbacks.append(
-            _ResumableEarlyStopping(
-                history_path=history_path, phase=phase, monitor=monitor, mode=mode, patience=patience,
-                min_delta=min_delta,
-            )
-        )
-    callbacks.append(HistoryCSV(path=history_path, phase=phase))
-    return callbacks
-
-
-def _epochs_recorded(history_path: Path) -> int:
-    # Without a backup this phase starts fresh *after* whatever earlier phases recorded.
-    rows = read_history(history_path)
-    return max((row["epoch"] for row in rows), default=-1) + 1
 
 
 def summarize_stop(callbacks) -> Mapping | None:

@@ -2,15 +2,18 @@
 
 Files in a run folder:
 
-* ``model.keras``: the best model (by the monitored validation metric), loadable with
+* ``model.keras``: the kept model (the best epoch of all phases by validation accuracy, ties
+  broken by validation loss; :mod:`effnet_tl.train.selection`), loadable with
   ``keras.saving.load_model(path, safe_mode=True)`` once ``effnet_tl`` is imported.
 * ``labels.json``: class names in label order; ``config.json``: every resolved setting.
 * ``history.csv``: one row per epoch, both phases (a ``phase`` column).
 * ``report.json``: validation (and test) accuracy, top-k, per-class precision/recall/F1.
 * ``plots/history.png``, ``plots/confusion_matrix.png``, ``plots/confident_mistakes.png``.
-* ``backup/<phase>/``, ``backup/<phase>-best.npz`` (the best weights of a phase trained on
-  cached features, until the phase writes ``model.keras``) and ``phases.json``: resume state
-  (a rerun continues from there).
+* ``phases.json``: each finished phase (epochs, seconds, why it stopped early) and, once the
+  report is written, ``"finished": true``.
+* ``backup/<phase>/`` and ``backup/<phase>-best.npz`` (the phase's best trained weights until
+  it writes ``model.keras``): resume state, so rerunning the same call after a kill continues
+  after the last finished epoch. Removed when the run finishes (``keep_backups=True`` keeps it).
 * ``tensorboard/`` when asked for.
 """
 
@@ -20,13 +23,23 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["FitResult", "Predictions", "RunPaths", "load_run", "prepare_images"]
+__all__ = [
+    "FitResult",
+    "Predictions",
+    "RunFolderConflict",
+    "RunPaths",
+    "finish_run_dir",
+    "load_run",
+    "prepare_images",
+    "prepare_run_dir",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +92,16 @@ class RunPaths:
     def tensorboard(self) -> Path:
         return self.root / "tensorboard"
 
+    @property
+    def backup(self) -> Path:
+        return self.root / "backup"
+
+    def owned(self) -> list[Path]:
+        """Everything a run writes into its folder (what starting afresh removes)."""
+        return [self.model, self.labels, self.config, self.history, self.report, self.phases,
+                self.plots, self.tensorboard, self.backup,
+                self.history.with_name(self.history.name + ".tmp")]
+
     def as_dict(self) -> dict[str, str]:
         names = ("model", "labels", "config", "history", "report", "history_plot",
                  "confusion_plot", "mistakes_plot")
@@ -129,6 +152,73 @@ def _json_default(value):
     return repr(value)
 
 
+class RunFolderConflict(ValueError):
+    """The run folder holds trained epochs of a run with other settings."""
+
+    def __init__(self, root: Path, changed: list[str], *, flag: str = "overwrite=True"):
+        self.root, self.changed = root, changed
+        super().__init__(self.message(flag))
+
+    def message(self, flag: str) -> str:
+        return (f"{self.root} holds a run with other settings (changed: {', '.join(self.changed)});"
+                f" pass {flag} to start afresh, or choose another run folder")
+
+
+def _changed(previous: dict, current: dict) -> list[str]:
+    """Names of the settings that differ (``config.json``'s settings are grouped dicts)."""
+    names = []
+    for group in sorted(set(previous) | set(current)):
+        old, new = previous.get(group), current.get(group)
+        if isinstance(old, dict) and isinstance(new, dict):
+            names += [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+        elif old != new:
+            names.append(group)
+    return names
+
+
+def prepare_run_dir(paths: RunPaths, config: dict, *, overwrite: bool) -> str:
+    """Decide what a call does with its run folder; returns ``"fresh"``, ``"resume"`` or
+    ``"finished"``.
+
+    * no folder, or one where no epoch finished (a failed start): train afresh;
+    * the same settings with finished epochs: resume after the last one;
+    * the same settings, finished: ``"finished"`` (nothing to train) unless ``overwrite``;
+    * other settings with finished epochs: :class:`RunFolderConflict` unless ``overwrite``.
+    """
+    previous = read_json(paths.config)
+    phases = read_json(paths.phases) or {}
+    trained = bool(phases) or paths.history.exists() or paths.backup.exists()
+    same = previous is not None and previous.get("settings") == config["settings"]
+    if previous is not None and trained and not same and not overwrite:
+        raise RunFolderConflict(paths.root, _changed(previous.get("settings", {}),
+                                                     config["settings"]))
+    state = "resume" if (same and trained) else "fresh"
+    if same and phases.get("finished"):
+        state = "fresh" if overwrite else "finished"
+    if state == "fresh":
+        _clear(paths)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    if state != "finished":
+        write_json(paths.config, config)
+    return state
+
+
+def _clear(paths: RunPaths) -> None:
+    """Remove what a run writes, and nothing else: ``run_dir`` may hold the user's own files."""
+    for path in paths.owned():
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def finish_run_dir(paths: RunPaths, phases: dict, *, keep_backups: bool) -> None:
+    """Mark the run finished and drop its resume state (unless ``keep_backups``)."""
+    write_json(paths.phases, {**phases, "finished": True})
+    if not keep_backups and paths.backup.exists():
+        shutil.rmtree(paths.backup)
+
+
 def looks_unit_range(images: np.ndarray) -> bool:
     """True when float pixels look like [0, 1] (max <= 1) rather than the expected [0, 255]."""
     images = np.asarray(images)
@@ -146,37 +236,51 @@ UNIT_RANGE_MESSAGE = (
 )
 
 
-def prepare_images(images, image_size: tuple[int, int], *, fix_unit_range: bool = True) -> np.ndarray:
+def prepare_images(
+    images,
+    image_size: int | Sequence[int],
+    *,
+    resize: str = "center_crop",
+    fix_unit_range: bool = True,
+) -> np.ndarray:
     """Turn paths / arrays / PIL images into a float32 batch ``(N, H, W, 3)`` in [0, 255].
 
-    File images and arrays of another size are centre-cropped to the model's aspect ratio and
-    resized (the same as the validation pipeline's ``"center_crop"``).
+    Exactly the pixels the validation pipeline feeds the model: files are decoded, cropped and
+    resized by :func:`effnet_tl.data.read_eval_images` (the pipeline's own file decoder), arrays
+    and PIL images by :func:`effnet_tl.data.eval_resize` (its array path).
+
+    Args:
+        images: a path, an array ``(H, W[, C])`` or ``(N, H, W[, C])``, a PIL image, or a list
+            of any of these.
+        image_size: the model's input size, ``224`` or ``(height, width)``.
+        resize: the run's resize policy (``config["resize"]``); crops evaluate as the centre
+            crop.
+        fix_unit_range: multiply pixels that look like [0, 1] by 255 (with a warning).
+
+    Example:
+        >>> prepare_images(np.full((10, 20, 3), 7, np.uint8), 4).shape
+        (1, 4, 4, 3)
     """
-    import tensorflow as tf
+    from effnet_tl.data.pipeline import eval_resize, read_eval_images
+    from effnet_tl.sizes import image_size_pair
 
-    from effnet_tl.data.imagefile import load_rgb
-
+    image_size = image_size_pair(image_size)
     if isinstance(images, (str, os.PathLike)):
         images = [images]
     if isinstance(images, np.ndarray) and images.ndim in (2, 3) and (
         images.ndim == 2 or images.shape[-1] in (1, 3, 4)
     ):
         images = images[None]
-    batch = []
-    for image in images:
-        if isinstance(image, (str, os.PathLike)):
-            array = load_rgb(str(image)).astype("float32")
-        else:
-            array = np.asarray(image).astype("float32")
-        if array.ndim == 2:
-            array = array[..., None]
-        if array.shape[-1] == 1:
-            array = np.repeat(array, 3, axis=-1)
-        elif array.shape[-1] == 4:
-            array = array[..., :3]
-        if array.shape[:2] != tuple(image_size):
-            array = _center_crop_resize(tf, array, image_size)
-        batch.append(array)
+    items = list(images)
+    batch: list[np.ndarray | None] = [None] * len(items)
+    files = [i for i, item in enumerate(items) if isinstance(item, (str, os.PathLike))]
+    if files:
+        decoded = read_eval_images([items[i] for i in files], image_size, resize=resize)
+        for i, image in zip(files, decoded):
+            batch[i] = image
+    for i, item in enumerate(items):
+        if batch[i] is None:
+            batch[i] = eval_resize(_pixels(item), image_size, resize=resize)
     out = np.stack(batch).astype("float32") if batch else np.zeros((0, *image_size, 3), "float32")
     if looks_unit_range(out):
         if fix_unit_range:
@@ -187,16 +291,13 @@ def prepare_images(images, image_size: tuple[int, int], *, fix_unit_range: bool 
     return out
 
 
-def _center_crop_resize(tf, array: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
-    height, width = array.shape[:2]
-    target = image_size[1] / image_size[0]
-    if width / height > target:
-        crop_h, crop_w = height, max(1, int(round(height * target)))
-    else:
-        crop_h, crop_w = max(1, int(round(width / target))), width
-    top, left = (height - crop_h) // 2, (width - crop_w) // 2
-    cropped = array[top: top + crop_h, left: left + crop_w]
-    return tf.image.resize(cropped, image_size).numpy()
+def _pixels(image) -> np.ndarray:
+    """An array's pixels, or a PIL image's as RGB by the pipeline's rules (palettes, 16-bit)."""
+    if hasattr(image, "getexif") and hasattr(image, "convert"):  # a PIL image
+        from effnet_tl.data.imagefile import pil_to_rgb
+
+        return pil_to_rgb(image)
+    return np.asarray(image)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -277,7 +378,8 @@ class FitResult:
         Returns:
             :class:`Predictions` (unpacks as ``labels, probabilities``).
         """
-        batch = prepare_images(images, self.image_size)
+        resize = self.config.get("resize") or "center_crop"
+        batch = prepare_images(images, self.image_size, resize=resize)
         if len(batch):
             probabilities = np.asarray(self.model.predict(batch, batch_size=batch_size, verbose=0))
         else:
@@ -318,6 +420,3 @@ def load_run(run_dir: str | os.PathLike) -> FitResult:
         stopped=(read_json(paths.report) or {}).get("stopped"),
     )
 
-
-def sequence_of_str(values: Sequence) -> list[str]:
-    return [str(v) for v in values]

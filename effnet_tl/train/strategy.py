@@ -60,7 +60,7 @@ def get_strategy(kind: str = "auto", *, tpu_address: str | None = None) -> tf.di
     * ``"tpu"``: ``TPUStrategy``; Colab: no address needed; TPU VM: ``"local"`` (the default
       when no TPU env var is set); Cloud TPU node: its name or ``grpc://`` address.
     * ``"multiworker"``: ``MultiWorkerMirroredStrategy`` configured from ``TF_CONFIG``. Train
-      it with :func:`effnet_tl.train.step.distributed_fit`: ``model.fit`` fails under it with
+      it with :func:`effnet_tl.train.distributed.distributed_fit`: ``model.fit`` fails under it with
       TF 2.21 + Keras 3.
 
     Args:

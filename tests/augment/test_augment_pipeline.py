@@ -133,5 +133,20 @@ def test_choose_placement():
 def test_choose_placement_accepts_the_default_strategy():
     from effnet_tl.augment import choose_placement
 
-    # No GPU on the test machines: the default strategy places augmentation in tf.data.
-    assert choose_placement(tf.distribute.get_strategy()) == "dataset"
+    # The default strategy runs where TensorFlow places ops: the GPU when there is one.
+    expected = "model" if tf.config.list_logical_devices("GPU") else "dataset"
+    assert choose_placement(tf.distribute.get_strategy()) == expected
+    # An explicit CPU strategy means the CPU whatever the machine has.
+    assert choose_placement(tf.distribute.OneDeviceStrategy("/cpu:0")) == "dataset"
+
+
+@pytest.mark.parametrize("off", [None, False, "none", "NONE", augment.AugmentSpec()])
+def test_augmentation_off_only_casts_and_still_mixes_when_asked(off, data):
+    out = _collect(augment.augment_dataset(_batches(data), off, seed=0))
+    np.testing.assert_array_equal(np.concatenate([e[0] for e in out]), data[0])
+    np.testing.assert_array_equal(np.concatenate([e[1] for e in out]), data[1])
+    mixed = _collect(augment.augment_dataset(_batches(data), off, seed=0, mixup_alpha=0.4))
+    assert not np.array_equal(np.concatenate([e[1] for e in mixed]), data[1])
+    layer = augment.build_augmenter(off)
+    assert augment.augmentation_off(layer)
+    np.testing.assert_array_equal(np.asarray(layer(data[0][:2], training=True)), data[0][:2])

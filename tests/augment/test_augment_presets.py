@@ -166,3 +166,29 @@ def test_fused_layer_serialises_and_stays_identity_in_a_saved_model(batch, tmp_p
     custom = augment.FusedAugment(augment.AugmentSpec(max_zoom_fraction=0.2), seed=5)
     clone = augment.FusedAugment.from_config(custom.get_config())
     assert clone.spec == custom.spec and clone.seed == 5
+
+
+@pytest.mark.parametrize("value,off", [
+    (None, True), (False, True), ("none", True), ("None", True), ("NONE", True),
+    (augment.AugmentSpec(), True),
+    # Fields that only bound other transforms change nothing on their own.
+    (augment.AugmentSpec(crop_aspect_range=(0.5, 2.0), fill_mode="constant"), True),
+    ({"horizontal_flip": False}, True),
+    ("light", False), ("medium", False), ("heavy", False),
+    (augment.AugmentSpec(horizontal_flip=True), False),
+    (augment.AugmentSpec(mixup_alpha=0.2), False),  # MixUp alone still augments
+    (augment.AugmentSpec(randaugment_num_ops=2, randaugment_magnitude=0.5), False),
+    ([keras.layers.RandomFlip()], False),
+])
+def test_augmentation_off_is_one_rule(value, off):
+    assert augment.augmentation_off(value) is off
+
+
+def test_augmentation_off_reads_a_layers_spec_and_rejects_unknown_names():
+    assert augment.augmentation_off(augment.FusedAugment("none"))
+    assert not augment.augmentation_off(augment.FusedAugment("light"))
+    # Every preset but "none" augments: the rule and the preset table agree.
+    assert [augment.augmentation_off(name) for name in augment.PRESETS] == [
+        name == "none" for name in augment.PRESETS]
+    with pytest.raises(ValueError, match=r"'medum'.*\['none', 'light', 'medium', 'heavy'\]"):
+        augment.augmentation_off("medum")

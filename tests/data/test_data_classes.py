@@ -12,6 +12,7 @@ from effnet_tl.data import (
     read_labels,
     resolve_source,
     sorted_class_names,
+    validate_num_classes,
     write_labels,
 )
 
@@ -45,8 +46,23 @@ def test_check_num_classes_lists_the_folders():
     assert str(info.value) == (
         "num_classes=3 but dataset_dir has 5 class folders: ['a', 'b', 'c', 'd', 'e']"
     )
-    with pytest.raises(ValueError, match="positive int"):
+    with pytest.raises(ValueError, match="num_classes=0 is not a class count"):
         check_num_classes(["a"], 0)
+
+
+@pytest.mark.parametrize("good", [2, 10, np.int64(3)])
+def test_validate_num_classes_accepts_integers_from_two(good):
+    assert validate_num_classes(good) == int(good)
+    assert type(validate_num_classes(good)) is int
+
+
+@pytest.mark.parametrize("bad", [1, 0, -3, 2.0, "2", True, None])
+def test_validate_num_classes_echoes_the_value_and_says_what_is_accepted(bad):
+    with pytest.raises(ValueError) as info:
+        validate_num_classes(bad)
+    assert str(info.value) == (
+        f"num_classes={bad!r} is not a class count; accepted: an integer >= 2"
+    )
 
 
 def test_num_classes_mismatch_fails_at_resolve(img, tmp_path):

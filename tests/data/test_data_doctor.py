@@ -167,6 +167,38 @@ def test_imbalance_is_flagged(img, tmp_path):
     assert "IMBALANCED" in str(report)
 
 
+def test_tiny_images_are_one_summary_line_and_every_path_is_in_the_json(img, tmp_path):
+    for i in range(20):
+        img.solid(tmp_path / "d" / "a" / f"tiny{i:02d}.png", (i, 0, 0), size=(12, 40))
+    for i in range(2):
+        img.solid(tmp_path / "d" / "b" / f"big{i}.png", (0, i, 0), size=(40, 40))
+    report = scan(tmp_path / "d", val_fraction=0, min_side=16)
+    assert report.counts["tiny"] == 20 and report.min_side == 16
+    text = str(report)
+    assert sum(".png" in line for line in text.splitlines()) == 1  # no line per file
+    lines = [line for line in text.splitlines() if "tiny images" in line]
+    assert lines == [
+        "  tiny images (kept): 20 with the shorter side below 16 px, e.g. a/tiny00.png,"
+        " a/tiny01.png, a/tiny02.png … and 17 more (all in to_json())"
+    ]
+    payload = json.loads(report.to_json())
+    assert payload["min_side"] == 16
+    assert sorted(Path(w["path"]).name for w in payload["warnings"]) == [
+        f"tiny{i:02d}.png" for i in range(20)
+    ]
+    assert {w["reason"] for w in payload["warnings"]} == {"12x40 px, below 16"}
+
+
+def test_a_few_tiny_images_are_all_named_on_the_summary_line(img, tmp_path):
+    for i in range(2):
+        img.solid(tmp_path / "d" / "a" / f"t{i}.png", (i, 0, 0), size=(8, 8))
+    report = scan(tmp_path / "d", val_fraction=0)
+    lines = [line for line in str(report).splitlines() if "tiny images" in line]
+    assert lines == [
+        "  tiny images (kept): 2 with the shorter side below 32 px, e.g. a/t0.png, a/t1.png"
+    ]
+
+
 def test_duplicates_inside_one_split_are_counted_not_leakage(img, tmp_path):
     img.solid(tmp_path / "d" / "a" / "0.png", (1, 2, 3))
     shutil.copy(tmp_path / "d" / "a" / "0.png", tmp_path / "d" / "a" / "copy.png")

@@ -119,6 +119,39 @@ def test_deterministic_given_seed_and_random_crop_varies(tmp_path):
     assert sum(len(b[0]) for b in cached[0]) == 6
 
 
+def test_temporary_disk_cache_folder_is_removed_with_its_dataset(tmp_path, monkeypatch):
+    import gc
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where mkdtemp puts the cache
+    paths = [_wide_png(tmp_path, f"{i}.png", seed=i)[0] for i in range(3)]
+    ex = scan(_source(paths, [0, 1, 0], ["a", "b"])).source.train
+    for kwargs in ({"cache": "disk"}, {"cache": "auto", "memory_budget_bytes": 0}):
+        ds = make_dataset(ex, image_size=8, batch_size=2, training=False, **kwargs)
+        for _ in range(2):  # the first epoch writes the cache, the second reads it
+            assert sum(len(x) for x, _ in _batches(ds)) == 3
+        (folder,) = scratch.glob("effnet_tl_cache_*")
+        assert any(folder.iterdir())
+        iterator = iter(ds)
+        del ds
+        gc.collect()
+        assert folder.exists()  # an iterator still reads it
+        next(iterator)
+        del iterator
+        gc.collect()
+        assert not folder.exists()
+    # A cache path of the caller's is theirs: never removed.
+    mine = tmp_path / "mine" / "cache"
+    mine.parent.mkdir()
+    ds = make_dataset(ex, image_size=8, batch_size=2, training=False, cache=str(mine))
+    _batches(ds)
+    del ds
+    gc.collect()
+    assert any(mine.parent.iterdir())
+
+
 def test_eval_batches_agree_with_memory_disk_and_no_cache(tmp_path):
     paths = [_wide_png(tmp_path, f"{i}.png", seed=i)[0] for i in range(5)]
     ex = scan(_source(paths, [0, 1, 2, 0, 1], ["a", "b", "c"])).source.train

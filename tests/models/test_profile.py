@@ -244,14 +244,54 @@ def _tf_profiler_macs(model, size):
     return tf.compat.v1.profiler.profile(graph=graph, options=options).total_float_ops // 2
 
 
-def test_efficientnet_b0_matches_paper_and_tf_profiler():
+# EfficientNet-B0 by hand from Tan & Le 2019, Table 1: the stem, then per stage (expand ratio,
+# kernel, stride of the first repeat, repeats, output channels) of MBConv blocks with
+# squeeze-and-excitation to a quarter of the block's input channels, then the 1x1 head conv
+# to 1280 channels and the 1000-class dense layer.
+_B0_STAGES = [(1, 3, 1, 1, 16), (6, 3, 2, 2, 24), (6, 5, 2, 2, 40), (6, 3, 2, 3, 80),
+              (6, 5, 1, 3, 112), (6, 5, 2, 4, 192), (6, 3, 1, 1, 320)]
+
+
+def _b0_by_hand(size=224, classes=1000):
+    """(multiply-adds, parameters) of B0 counted from the paper's architecture table."""
+
+    def batch_norm(channels):
+        return 4 * channels  # gamma, beta, moving mean, moving variance
+
+    side, channels = size // 2, 32
+    macs = side * side * (3 * 3 * 3) * 32
+    params = 3 * 3 * 3 * 32 + batch_norm(32)
+    for expand, kernel, stride, repeats, out in _B0_STAGES:
+        for repeat in range(repeats):
+            mid = channels * expand
+            if expand != 1:
+                macs += side * side * channels * mid
+                params += channels * mid + batch_norm(mid)
+            side = side // (stride if repeat == 0 else 1)
+            macs += side * side * kernel * kernel * mid
+            params += kernel * kernel * mid + batch_norm(mid)
+            squeezed = max(1, channels // 4)
+            macs += 2 * mid * squeezed  # two 1x1 convs on the pooled 1x1 map
+            params += (mid * squeezed + squeezed) + (squeezed * mid + mid)
+            macs += side * side * mid * out
+            params += mid * out + batch_norm(out)
+            channels = out
+    macs += side * side * channels * 1280 + 1280 * classes
+    params += channels * 1280 + batch_norm(1280) + 1280 * classes + classes
+    return macs, params
+
+
+def test_efficientnet_b0_matches_hand_count_paper_and_tf_profiler():
     model = keras.applications.EfficientNetB0(weights=None)
     p = profile(model)
     print(p)
-    assert p.total_params == model.count_params() == 5_330_571
+    hand_macs, hand_params = _b0_by_hand()
+    assert p.multiply_adds == hand_macs  # exact: the same convention, counted independently
     assert p.multiply_adds == pytest.approx(0.39e9, rel=0.05)  # Tan & Le 2019, Table 2
-    assert p.multiply_adds == 385_814_752  # measured; equals TF's profiler below
     assert p.multiply_adds == _tf_profiler_macs(model, 224)
+    # keras.applications adds an input Normalization layer: mean and variance per channel
+    # plus a count, 7 non-trainable numbers the paper's table does not have.
+    assert p.total_params == model.count_params() == hand_params + 3 + 3 + 1
     assert p.uncounted_layers == ()
 
 

@@ -1,4 +1,5 @@
-"""Tests for effnet_tl.train.callbacks: NaN stop + restore, resume after a kill, history CSV."""
+"""effnet_tl.train.callbacks and the resume_callbacks assembly: NaN stop + restore, resume after
+a kill, history CSV."""
 
 import json
 import os
@@ -13,13 +14,9 @@ import keras
 import numpy as np
 import pytest
 
-from effnet_tl.train.callbacks import (
-    HistoryCSV,
-    StopOnNonFinite,
-    read_history,
-    resume_callbacks,
-    summarize_stop,
-)
+from effnet_tl import compat
+from effnet_tl.train.callbacks import HistoryCSV, StopOnNonFinite, read_history, summarize_stop
+from effnet_tl.train.selection import KeepBest, StopWhenStalled, resume_callbacks
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -130,7 +127,7 @@ def test_resume_in_process_continues_at_epoch_two_with_history_once(tmp_path):
     assert int(fresh.optimizer.iterations.numpy()) == 16  # 4 epochs x 4 batches, Adam state kept
     for resumed, reference in zip(fresh.get_weights(), straight.get_weights()):
         np.testing.assert_allclose(resumed, reference, rtol=1e-5, atol=1e-6)
-    assert fresh._initial_epoch is None  # no stale resume epoch for a next phase
+    assert compat.resume_epoch(fresh) is None  # no stale resume epoch for a next phase
 
 
 def test_two_phases_rerun_skips_finished_phases(tmp_path):
@@ -159,23 +156,22 @@ def test_two_phases_rerun_skips_finished_phases(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_checkpoint_threshold_and_early_stopping_are_seeded_from_history(tmp_path):
+def test_checkpoint_bar_and_early_stopping_are_seeded_from_history(tmp_path):
     rows = "epoch,phase,val_loss\n0,ft,1.0\n1,ft,0.9\n2,ft,0.95\n3,ft,0.96\n"
     (tmp_path / "history.csv").write_text(rows)
     callbacks = resume_callbacks(tmp_path, phase="ft", monitor="val_loss", patience=3)
-    checkpoint = next(c for c in callbacks if isinstance(c, keras.callbacks.ModelCheckpoint))
-    assert checkpoint.best == pytest.approx(0.9)
-    early = next(c for c in callbacks if isinstance(c, keras.callbacks.EarlyStopping))
+    keep = next(c for c in callbacks if isinstance(c, KeepBest))
+    early = next(c for c in callbacks if isinstance(c, StopWhenStalled))
     model = _model()
     for callback in callbacks:
         callback.set_model(model)
     model.stop_training = False
-    early.on_train_begin()
-    early.on_epoch_begin(4)
-    assert early.best == pytest.approx(0.9) and early.wait == 2
+    keep.on_train_begin()
+    assert keep.best["epoch"] == 1 and keep.best["val_loss"] == pytest.approx(0.9)
+    early.on_epoch_begin(4)  # replays epochs 0-3: best at 1, then two without improvement
     assert model.stop_training is False
     early.on_epoch_end(4, {"val_loss": 0.97})  # third epoch without improvement: stop
-    assert model.stop_training is True
+    assert model.stop_training is True and early.stopped_epoch == 4
 
 
 def test_history_csv_drops_rows_from_the_restart_epoch_on(tmp_path):
@@ -195,8 +191,8 @@ def test_bad_arguments_echo_values(tmp_path):
         resume_callbacks(tmp_path, phase="a/b")
     with pytest.raises(ValueError, match="best.h5"):
         resume_callbacks(tmp_path, checkpoint_name="best.h5")
-    with pytest.raises(ValueError, match="'median'"):
-        resume_callbacks(tmp_path, mode="median")
+    with pytest.raises(ValueError, match="'accuracy'"):
+        resume_callbacks(tmp_path, monitor="accuracy")
 
 
 KILL_SCRIPT = textwrap.dedent(
@@ -204,7 +200,7 @@ KILL_SCRIPT = textwrap.dedent(
     import json, sys, time
     from pathlib import Path
     import numpy as np, keras
-    from effnet_tl.train.callbacks import resume_callbacks
+    from effnet_tl.train.selection import resume_callbacks
 
     run_dir, mode = Path(sys.argv[1]), sys.argv[2]
     keras.utils.set_random_seed(0)

@@ -64,8 +64,8 @@ def test_run_folder_holds_every_artifact(trained):
         assert path.is_file(), path
     assert json.loads(paths.labels.read_text())["class_names"] == ["blue", "green", "red"]
     config = json.loads(paths.config.read_text())
-    assert config["settings"]["unfreeze_blocks"] == 1
-    assert config["settings"]["cache_features"] is True
+    assert config["settings"]["recipe"]["unfreeze_blocks"] == 1
+    assert config["settings"]["recipe"]["cache_features"] is True
     # Fine-tuning trained the top block on the cached output of the layers below it: the
     # plain images and one augmented copy ("auto": half of 2 epochs, at least 2).
     phases = json.loads(paths.phases.read_text())
@@ -77,6 +77,8 @@ def test_run_folder_holds_every_artifact(trained):
     assert report["val"]["accuracy"] == pytest.approx(result.val_accuracy)
     assert set(report["val"]["per_class"]["red"]) == {"precision", "recall", "f1", "support"}
     assert report["test"] is None  # this source has no test split
+    assert not (paths.root / "backup").exists()  # resume state goes once the run finishes
+    assert phases["finished"] is True
     for png in (paths.history_plot, paths.confusion_plot, paths.mistakes_plot):
         with Image.open(png) as image:
             assert image.format == "PNG" and min(image.size) > 100
@@ -99,11 +101,49 @@ def test_reload_safe_mode_predicts_identically(trained):
     np.testing.assert_allclose(again.probabilities, probabilities, rtol=1e-6)
 
 
-def test_rerun_of_a_finished_run_trains_nothing(trained):
+def test_validation_accuracy_saturates_yet_the_kept_model_is_the_lowest_loss_epoch(trained):
+    data, result = trained
+    rows = result.history
+    top = max(row["val_accuracy"] for row in rows)
+    saturated = [row for row in rows if row["val_accuracy"] == top]
+    assert len(saturated) > 3  # accuracy ties over many epochs: the case that kept epoch 1
+    best = min(saturated, key=lambda row: row["val_loss"])
+    kept = json.loads(result.paths.report.read_text())["kept"]
+    assert kept["epoch"] == best["epoch"] + 1 and kept["val_loss"] == pytest.approx(best["val_loss"])
+    # The saved model is that epoch's: confident on its own training images, not ~1/3 each.
+    files = sorted(str(p) for p in data.glob("*/*.png"))
+    probabilities = load_run(result.run_dir).predict(files).probabilities
+    assert probabilities.max(axis=1).mean() > 0.6
+
+
+def test_early_stopping_waits_for_the_warm_up_and_says_why(tmp_path, capsys):
+    data = make_folder(tmp_path / "shapes", per_class=6)
+    # A learning rate too small to change anything: validation never improves after epoch 1.
+    result = fit(data, 3, run_dir=tmp_path / "run", head_epochs=12, head_lr=1e-12,
+                 warmup_fraction=0.25, patience=2, finetune_epochs=0, val_fraction=0.34,
+                 **{**FAST, "verbose": 2})
+    assert [row["phase"] for row in result.history] == ["head"] * 5  # 3 warm-up + 2 patience
+    out = capsys.readouterr().out
+    assert "head phase stopped early after epoch 5 of 12: val_accuracy has not improved for 2 " \
+           "epochs after the warm-up (best of this phase: epoch 1); keeping epoch 1" in out
+    assert result.metrics["stopped_early"]["head"]["epoch"] == 5
+
+
+def test_a_failed_start_does_not_block_the_retry(tmp_path):
+    data = make_folder(tmp_path / "shapes", per_class=4)
+    with pytest.raises((FileNotFoundError, ValueError, OSError)):
+        fit(data, 3, run_dir=tmp_path / "run", **{**FAST, "weights": str(tmp_path / "no.h5")})
+    retry = fit(data, 3, run_dir=tmp_path / "run", head_epochs=1, finetune_epochs=0,
+                val_fraction=0.34, **FAST)
+    assert len(retry.history) == 1
+
+
+def test_rerun_of_a_finished_run_trains_nothing(trained, capsys):
     data, result = trained
     started = time.perf_counter()
     again = fit(data, 3, run_dir=result.run_dir, head_epochs=15, head_lr=1e-2, finetune_epochs=2,
-                unfreeze_blocks=1, val_fraction=0.25, **FAST)
+                unfreeze_blocks=1, val_fraction=0.25, **{**FAST, "verbose": 2})
+    assert "already holds this finished run; loaded it without training" in capsys.readouterr().out
     assert len(again.history) == len(result.history)
     assert again.val_accuracy == pytest.approx(result.val_accuracy)
     with pytest.raises(ValueError, match="other settings"):
@@ -115,7 +155,9 @@ def test_rerun_of_a_finished_run_trains_nothing(trained):
 def test_uncached_phases_train_the_whole_network_on_images(tmp_path):
     data = make_folder(tmp_path / "shapes", per_class=8)
     result = fit(data, 3, run_dir=tmp_path / "run", head_epochs=2, finetune_epochs=2,
-                 unfreeze_blocks=1, cache_features=False, val_fraction=0.25, **FAST)
+                 unfreeze_blocks=1, cache_features=False, val_fraction=0.25, keep_backups=True,
+                 **FAST)
+    assert (result.run_dir / "backup" / "finetune").is_dir()  # kept when asked for
     phases = json.loads(result.paths.phases.read_text())
     assert "finetune_cache" not in phases
     assert "feature_extraction" not in result.metrics["phase_seconds"]
@@ -161,7 +203,7 @@ def test_arrays_source_imbalance_and_unit_range_guard(tmp_path):
     assert result.config["pixel_range_action"] == "rescaled"
     train_labels = np.array([0] * 18 + [1] * 4)  # 75 % of each class trains
     expected = class_weights(train_labels, 2)
-    got = {int(k): v for k, v in result.config["settings"]["class_weight"].items()}
+    got = {int(k): v for k, v in result.config["settings"]["data"]["class_weight"].items()}
     assert got == pytest.approx(expected)
     assert got[1] > 3 * got[0]
 
@@ -172,7 +214,7 @@ RESUME_SCRIPT = textwrap.dedent("""
     from effnet_tl.train import fit
     fit(sys.argv[1], 3, run_dir=sys.argv[2], variant="lite0", weights="imagenet", image_size=32,
         batch_size=4, head_epochs=2, finetune_epochs=5, unfreeze_blocks=2, augment="light",
-        patience=None, val_fraction=0.25, seed=0, verbose=2)
+        early_stopping=False, val_fraction=0.25, seed=0, verbose=2)
 """)
 
 
@@ -212,7 +254,7 @@ def test_killed_run_resumes_at_next_epoch(tmp_path):
                       if line.startswith("Epoch ")]
     # Keras counts epochs from 1: the rerun's first epoch is the one after the last finished.
     assert trained_epochs == list(range(finished + 1, 8)), rerun.stdout[-2000:]
-    assert "resuming phase 'finetune'" in rerun.stdout
+    assert "resuming the finetune phase after epoch" in rerun.stdout
     rows = [line.split(",")[0] for line in history.read_text().strip().splitlines()[1:]]
     assert rows == [str(i) for i in range(7)]
     assert keras.saving.load_model(run_dir / "model.keras", safe_mode=True) is not None
@@ -237,7 +279,7 @@ MIRRORED_FIT_SCRIPT = textwrap.dedent("""
         result = fit(data, 3, run_dir=work / f"run-{cached}", strategy=strategy, variant="lite0",
                      weights="imagenet", image_size=32, batch_size=8, head_epochs=12,
                      head_lr=1e-2, finetune_epochs=2, unfreeze_blocks=1, augment="light",
-                     cache_features=cached, patience=None, val_fraction=0.25, verbose=2,
+                     cache_features=cached, early_stopping=False, val_fraction=0.25, verbose=2,
                      seed=0)
         phases = json.loads((result.run_dir / "phases.json").read_text())
         out[str(cached)] = {"val": result.val_accuracy, "views": (phases.get("finetune_cache")

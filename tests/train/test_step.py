@@ -12,13 +12,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from effnet_tl.train.step import (
-    SharedStepModel,
-    distributed_evaluate,
-    distributed_fit,
-    per_example_loss,
-    replica_train_step,
-)
+from effnet_tl.train.distributed import distributed_evaluate, distributed_fit
+from effnet_tl.train.step import SharedStepModel, per_example_loss, replica_train_step
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -143,7 +138,8 @@ MIRRORED_SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from effnet_tl.train.step import SharedStepModel, distributed_fit
+    from effnet_tl.train.distributed import distributed_fit
+    from effnet_tl.train.step import SharedStepModel
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     rng = np.random.default_rng(0)

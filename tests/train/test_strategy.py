@@ -1,4 +1,9 @@
-"""Tests for effnet_tl.train.strategy (this machine has only a CPU)."""
+"""Tests for effnet_tl.train.strategy, on whatever devices the machine has.
+
+Tests that mean the CPU ask for it (``get_strategy("cpu")``); tests of ``"auto"`` compute what
+to expect from the devices TensorFlow sees; the TPU (and, without one, the GPU) branches use
+mocks.
+"""
 
 import pytest
 import tensorflow as tf
@@ -7,14 +12,19 @@ from effnet_tl.train import strategy as strategy_module
 from effnet_tl.train.strategy import STRATEGY_KINDS, get_strategy, mixed_precision_policy_for
 
 
-def test_auto_on_cpu_is_default_strategy_with_float32(monkeypatch):
+def test_auto_without_tpu_uses_the_gpus_present_or_the_cpu(monkeypatch):
     for name in ("COLAB_TPU_ADDR", "TPU_NAME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(strategy_module, "_tpu_hinted", lambda address: False)
+    gpus = tf.config.list_logical_devices("GPU")
     strategy = get_strategy("auto")
-    assert strategy is tf.distribute.get_strategy()
-    assert strategy.num_replicas_in_sync == 1
-    assert mixed_precision_policy_for(strategy) == "float32"
+    if len(gpus) > 1:
+        assert isinstance(strategy, tf.distribute.MirroredStrategy)
+        assert strategy.num_replicas_in_sync == len(gpus)
+    else:  # one GPU or the CPU: the default strategy, one replica
+        assert strategy is tf.distribute.get_strategy()
+        assert strategy.num_replicas_in_sync == 1
+    assert mixed_precision_policy_for(strategy) == ("mixed_float16" if gpus else "float32")
 
 
 def test_cpu_kind_places_variables_on_cpu():
@@ -26,11 +36,17 @@ def test_cpu_kind_places_variables_on_cpu():
     assert mixed_precision_policy_for(strategy) == "float32"
 
 
-def test_gpu_kind_without_gpu_explains():
-    if tf.config.list_logical_devices("GPU"):
-        pytest.skip("a GPU is present")
-    with pytest.raises(RuntimeError, match="no GPU"):
-        get_strategy("gpu")
+def test_gpu_kind_uses_the_first_gpu_or_explains_there_is_none():
+    if not tf.config.list_logical_devices("GPU"):
+        with pytest.raises(RuntimeError, match="no GPU"):
+            get_strategy("gpu")
+        return
+    strategy = get_strategy("gpu")
+    assert isinstance(strategy, tf.distribute.OneDeviceStrategy)
+    with strategy.scope():
+        variable = tf.Variable(1.0)
+    assert "GPU:0" in variable.device.upper()
+    assert mixed_precision_policy_for(strategy) == "mixed_float16"
 
 
 def test_bad_kind_echoes_value_and_lists_accepted():
