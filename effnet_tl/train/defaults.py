@@ -7,7 +7,7 @@ values go to ``config.json``.
 Example:
     >>> from effnet_tl.train.settings import FitOptions
     >>> facts = DataFacts(num_train=500, num_val=100, replicas=1, device_policy="float32")
-    >>> settings = resolve(FitOptions.from_kwargs(variant="lite0"), facts)
+    >>> settings = resolve(FitOptions.from_kwargs(variant="lite0", budget="fast"), facts)
     >>> settings.model.image_size, settings.data.batch_size, settings.recipe.unfreeze_blocks
     ((224, 224), 32, 2)
 """
@@ -197,8 +197,12 @@ def resolve(options: FitOptions, facts: DataFacts) -> FitOptions:
             < FEATURE_CACHE_BYTES
     blocks = block_names(spec)
     unfreeze = recipe.unfreeze_blocks
-    unfreeze = default_unfreeze_blocks(facts.num_train, len(blocks)) if unfreeze is None \
-        else unfrozen_block_count(unfreeze, blocks)
+    # None with the "best" budget: decided once the head has trained (effnet_tl.train.adaptive).
+    adaptive = unfreeze is None and recipe.budget != "fast"
+    if unfreeze is None and not adaptive:
+        unfreeze = default_unfreeze_blocks(facts.num_train, len(blocks))
+    elif unfreeze is not None:
+        unfreeze = unfrozen_block_count(unfreeze, blocks)
     finetune_epochs = recipe.finetune_epochs
     if finetune_epochs is None:
         finetune_epochs = default_finetune_epochs(facts.num_train)
@@ -221,7 +225,8 @@ def resolve(options: FitOptions, facts: DataFacts) -> FitOptions:
         recipe=dataclasses.replace(
             recipe, head_epochs=head_epochs, finetune_epochs=finetune_epochs,
             unfreeze_blocks=unfreeze, cache_features=bool(cache),
-            head_lr=recipe.head_lr or 2e-3 * scale, finetune_lr=recipe.finetune_lr or 1e-4 * scale,
+            head_lr=recipe.head_lr or 2e-3 * scale,
+            finetune_lr=recipe.finetune_lr or (None if adaptive else 1e-4 * scale),
             patience=recipe.patience if recipe.patience is not None
             else max(3, finetune_epochs // 3)),
     )

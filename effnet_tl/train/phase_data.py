@@ -101,7 +101,7 @@ class PhaseData:
         in_model_augment: Augmentation runs inside the model (accelerator placement); the
             cached passes would miss it, so fine-tuning trains on images.
         finetune_pending: Fine-tuning will run in this call (decides its cache up front, so
-            the head phase can reuse the same frozen-layer pass).
+            the head phase can reuse the same frozen-layer pass when the boundary is known).
     """
 
     def __init__(self, source, settings, *, model, replicas: int, in_model_augment: bool,
@@ -123,15 +123,27 @@ class PhaseData:
         self.plain_train = self._rescaled(self.plain_train)
         self.val_images = self._rescaled(
             self._images(source.val, training=False, batch_size=self.big_batch))
-        self.boundary = finetune_boundary(model, settings.recipe.unfreeze_blocks)
-        self.views = finetune_views(settings, model, self.boundary, num_train=self.num_train,
-                                    num_val=self.num_val, in_model_augment=in_model_augment) \
-            if finetune_pending else 0
-        self._bottom = frozen_bottom(model, self.boundary) if self.views else None
-        self._run_bottom = inference_function(self._bottom) if self.views else None
+        self.in_model_augment = in_model_augment
         self._below: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._cache_megabytes: float | None = None
         self.timings: dict[str, float] = {}  # seconds spent computing cached features
+        self.retarget(settings, model, finetune_pending=finetune_pending)
+
+    def retarget(self, settings, model, *, finetune_pending: bool = True) -> None:
+        """Aim fine-tuning's cache at ``settings`` (e.g. once the data's decisions are known).
+
+        Before ``unfreeze_blocks`` is decided there is no boundary: the head phase runs on
+        the whole frozen backbone's output, and fine-tuning's cache is computed afterwards.
+        """
+        self.settings = settings
+        unfreeze = settings.recipe.unfreeze_blocks
+        self.boundary = None if unfreeze is None else finetune_boundary(model, unfreeze)
+        self.views = finetune_views(settings, model, self.boundary, num_train=self.num_train,
+                                    num_val=self.num_val, in_model_augment=self.in_model_augment) \
+            if finetune_pending else 0
+        self._bottom = frozen_bottom(model, self.boundary) if self.views else None
+        self._run_bottom = inference_function(self._bottom) if self.views else None
+        self._below.clear()
 
     # ------------------------------------------------------------------ image pipelines
 

@@ -13,7 +13,7 @@ Example:
     >>> from effnet_tl.train.defaults import DataFacts, resolve
     >>> settings = resolve(FitOptions.from_kwargs(variant="lite0"), DataFacts(500, 100))
     >>> [(p.name, p.epochs, p.unfreeze_blocks) for p in plan(settings)]
-    [('head', 25, None), ('finetune', 12, 2)]
+    [('head', 25, 0), ('finetune', 12, None)]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from effnet_tl.classifier import target_loss
 from effnet_tl.train.callbacks import read_history, summarize_stop
 from effnet_tl.train.defaults import warmup_epochs
 from effnet_tl.train.schedules import WarmupCosine
-from effnet_tl.train.selection import StopWhenStalled, resume_callbacks
+from effnet_tl.train.selection import StopAtDeadline, StopWhenStalled, resume_callbacks
 from effnet_tl.train.step import SharedStepModel
 from effnet_tl.train.surgery import freeze_backbone, set_finetune_trainable
 
@@ -36,27 +36,28 @@ __all__ = ["Phase", "PhaseOutcome", "plan", "run_phase"]
 
 @dataclasses.dataclass(frozen=True)
 class Phase:
-    """One phase: ``unfreeze_blocks=None`` trains the head on a frozen backbone."""
+    """One phase: ``unfreeze_blocks=0`` trains the head on a frozen backbone; ``None``: how
+    many blocks fine-tuning unfreezes is decided after the head (:mod:`~.adaptive`)."""
 
     name: str
     epochs: int
-    peak_lr: float
-    unfreeze_blocks: int | None = None
+    peak_lr: float | None
+    unfreeze_blocks: int | None = 0
 
     def make_trainable(self, model: keras.Model) -> list[str]:
         """Freeze what this phase does not train; the backbone layers left trainable."""
-        if self.unfreeze_blocks is None:
+        if self.unfreeze_blocks == 0:
             freeze_backbone(model)
             return []
         return set_finetune_trainable(model, self.unfreeze_blocks)
 
     def inputs(self, model, data, *, placement: str, epochs_trained: int):
-        if self.unfreeze_blocks is None:
+        if self.unfreeze_blocks == 0:
             return data.head(model, placement=placement)
         return data.finetune(model, placement=placement, epochs_trained=epochs_trained)
 
     def describe(self, unfrozen: list[str], data) -> str:
-        if self.unfreeze_blocks is None:
+        if self.unfreeze_blocks == 0:
             return ("training the head on the frozen backbone"
                     + (" (its output computed once)" if data.settings.recipe.cache_features else ""))
         cached = (f" on the cached output of the frozen layers below, {data.views} view(s) of "
@@ -66,12 +67,13 @@ class Phase:
 
 
 def plan(settings) -> list[Phase]:
-    """The phases of resolved ``settings``: the head, then fine-tuning (0 epochs: skipped)."""
+    """The phases of resolved ``settings``: the head, then fine-tuning (0 epochs, or 0 blocks
+    to unfreeze: skipped)."""
     recipe = settings.recipe
     phases = [Phase("head", recipe.head_epochs, recipe.head_lr),
               Phase("finetune", recipe.finetune_epochs, recipe.finetune_lr, recipe.unfreeze_blocks)]
     return [phase for phase in phases if phase.epochs > 0
-            and (phase.unfreeze_blocks is None or phase.unfreeze_blocks > 0)]
+            and (phase.name == "head" or phase.unfreeze_blocks != 0)]
 
 
 @dataclasses.dataclass
@@ -101,8 +103,12 @@ def optimizer(peak_lr: float, steps_per_epoch: int, epochs: int, recipe):
 
 
 def run_phase(phase: Phase, model, data, *, paths, settings, first_epoch: int, placement: str,
-              verbose: int, tensorboard: bool = False) -> PhaseOutcome:
-    """Train ``phase`` of the classifier ``model``; epochs continue from ``first_epoch``."""
+              verbose: int, tensorboard: bool = False, deadline: float | None = None
+              ) -> PhaseOutcome:
+    """Train ``phase`` of the classifier ``model``; epochs continue from ``first_epoch``.
+
+    ``deadline`` (a ``time.time()``): stop after the last epoch that ends before it.
+    """
     started = time.perf_counter()
     unfrozen = phase.make_trainable(model)
     recipe = settings.recipe
@@ -111,7 +117,9 @@ def run_phase(phase: Phase, model, data, *, paths, settings, first_epoch: int, p
         patience=recipe.patience if recipe.early_stopping else None, first_epoch=first_epoch,
         warmup_epochs=warmup_epochs(phase.epochs, recipe.warmup_fraction))
     backup, keep = callbacks[0], callbacks[2]
-    stall = next((c for c in callbacks if isinstance(c, StopWhenStalled)), None)
+    if deadline is not None:
+        callbacks.insert(-1, StopAtDeadline(deadline))
+    stoppers = [c for c in callbacks if isinstance(c, (StopWhenStalled, StopAtDeadline))]
     epochs_trained = max(0, backup.resume_epoch - first_epoch)
     if verbose:
         print(f"effnet_tl: {phase.name} phase: {phase.describe(unfrozen, data)}", flush=True)
@@ -134,7 +142,8 @@ def run_phase(phase: Phase, model, data, *, paths, settings, first_epoch: int, p
     outcome = PhaseOutcome(phase.name, epochs, round(time.perf_counter() - started, 2),
                            improved=keep.improved)
     outcome.nonfinite = summarize_stop(callbacks)
-    if stall is not None and stall.stopped_epoch is not None:
+    stall = next((c for c in stoppers if c.stopped_epoch is not None), None)
+    if stall is not None:
         outcome.stopped_early = {"epoch": stall.stopped_epoch + 1, "reason": stall.reason}
         if verbose:
             kept = keep.best

@@ -21,7 +21,8 @@ import tensorflow as tf
 
 from effnet_tl.classifier import build_classifier
 from effnet_tl.train.callbacks import read_history
-from effnet_tl.train.defaults import DataFacts, resolve
+from effnet_tl.train.adaptive import decide, describe, effective, needs_decisions
+from effnet_tl.train.defaults import DataFacts, block_names, resolve
 from effnet_tl.train.evaluation import evaluate_splits, write_plots
 from effnet_tl.train.phase_data import PhaseData
 from effnet_tl.train.phases import plan, run_phase
@@ -45,6 +46,8 @@ __all__ = ["fit"]
 def fit(dataset_dir, num_classes: int, **options) -> FitResult:
     started = time.perf_counter()
     options = FitOptions.from_kwargs(**options)
+    budget = options.recipe.budget
+    deadline = time.time() + budget if isinstance(budget, (int, float)) else None
     verbose = _verbosity(options.run.verbose)
     strategy = _strategy(options.run.strategy)
 
@@ -66,40 +69,62 @@ def fit(dataset_dir, num_classes: int, **options) -> FitResult:
                   "training (overwrite=True trains again)", flush=True)
         return load_run(paths.root)
 
-    # 3. Build and train in the strategy's scope, phase after phase.
+    # 3. Build and train in the strategy's scope, phase after phase; what the settings leave
+    #    to the data is decided once the head has trained (effnet_tl.train.adaptive).
     phases = read_json(paths.phases) or {}
+    decisions = phases.get("decisions")
+    if decisions:
+        config["decisions"] = decisions
+    current = effective(settings, decisions)
     with _dtype_policy(settings.model.mixed_precision), strategy.scope():
         from effnet_tl.augment import augmentation_off, build_augmenter, choose_placement
         from effnet_tl.data import write_labels
 
         write_labels(paths.root, source.class_names)
         placement = choose_placement(strategy)
-        in_model = placement == "model" and not augmentation_off(settings.data.augment)
+        in_model = placement == "model" and not augmentation_off(current.data.augment)
+        input_block = build_augmenter(current.data.augment, seed=settings.data.seed) \
+            if in_model else None
         model = build_classifier(
             num_classes, variant=settings.model.variant, weights=settings.model.weights,
             image_size=settings.model.image_size, dropout_rate=settings.model.dropout_rate,
             drop_path_rate=settings.model.drop_path_rate,
-            extra_blocks=settings.model.extra_blocks,
-            input_block=build_augmenter(settings.data.augment, seed=settings.data.seed)
-            if in_model else None)
-        pending = [phase for phase in plan(settings) if not phases.get(phase.name, {}).get("done")]
+            extra_blocks=settings.model.extra_blocks, input_block=input_block)
+        pending = [p.name for p in plan(current) if not phases.get(p.name, {}).get("done")]
         halted = any(phases.get(name, {}).get("nonfinite") for name in ("head", "finetune"))
-        data = PhaseData(source, settings, model=model, replicas=strategy.num_replicas_in_sync,
+        data = PhaseData(source, current, model=model, replicas=strategy.num_replicas_in_sync,
                          in_model_augment=in_model,
-                         finetune_pending=not halted and any(p.name == "finetune" for p in pending))
+                         finetune_pending=not halted and "finetune" in pending)
         config["pixel_range_action"] = data.pixel_action
         write_json(paths.config, config)
         _announce_whole_batches(data, strategy, verbose)
         timings = {"setup": round(time.perf_counter() - started, 2)}
 
         # Epochs continue across phases (history.csv, the schedule of a resumed phase).
-        first_epoch = sum(phases[p.name]["epochs"] for p in plan(settings) if p not in pending)
-        for phase in [] if halted else pending:
+        first_epoch = sum(phases[name]["epochs"] for name in ("head", "finetune")
+                          if phases.get(name, {}).get("done"))
+        for name in [] if halted else pending:
             if paths.model.exists():  # start from the kept model (an earlier phase, or run)
                 model.load_weights(paths.model)
-            outcome = run_phase(phase, model, data, paths=paths, settings=settings,
+            if name == "finetune" and decisions is None and needs_decisions(settings):
+                decisions = decide(settings, model, data, [
+                    row for row in read_history(paths.history) if row.get("phase") == "head"],
+                    num_blocks=len(block_names(settings.model.variant)))
+                phases["decisions"] = config["decisions"] = decisions
+                write_json(paths.phases, phases)
+                write_json(paths.config, config)
+                if verbose:
+                    print(f"effnet_tl: decided from the data: {describe(decisions)}", flush=True)
+                current = effective(settings, decisions)
+                if input_block is not None:  # the in-model augmenter reads its spec when traced
+                    input_block.spec = current.data.augment
+                data.retarget(current, model)
+            phase = next((p for p in plan(current) if p.name == name), None)
+            if phase is None:  # the decision left nothing to unfreeze
+                continue
+            outcome = run_phase(phase, model, data, paths=paths, settings=current,
                                 first_epoch=first_epoch, placement=placement, verbose=verbose,
-                                tensorboard=run.tensorboard)
+                                tensorboard=run.tensorboard, deadline=deadline)
             phases[phase.name] = outcome.to_dict()
             if data.cache_summary():
                 phases["finetune_cache"] = data.cache_summary()
@@ -126,6 +151,7 @@ def fit(dataset_dir, num_classes: int, **options) -> FitResult:
                       if isinstance(p, dict) and p.get("nonfinite")), None)
     metrics = {
         "class_names": list(source.class_names), **reports, "kept": kept, "stopped": nonfinite,
+        "decisions": decisions,
         "stopped_early": {name: phases[name]["stopped_early"] for name in ("head", "finetune")
                           if phases.get(name, {}).get("stopped_early")},
         "epochs": {name: phases.get(name, {}).get("epochs", 0) for name in ("head", "finetune")},

@@ -12,6 +12,7 @@ phase of a run.
   and writes ``model.keras`` once. The next phase starts from there.
 * :class:`StopWhenStalled` is early stopping that never fires during the learning-rate
   warm-up: patience counts epochs after it.
+* :class:`StopAtDeadline` ends a phase when the next epoch would end after a time budget.
 * :func:`resume_callbacks` assembles both with the resume, NaN and history callbacks of
   :mod:`effnet_tl.train.callbacks`: what every phase of ``fit`` trains with, usable with any
   ``model.fit``.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from pathlib import Path
 
 import keras
@@ -35,7 +37,7 @@ import numpy as np
 
 from effnet_tl.train.callbacks import HistoryCSV, ResumeFromBackup, StopOnNonFinite, read_history
 
-__all__ = ["KeepBest", "Ranking", "StopWhenStalled", "resume_callbacks"]
+__all__ = ["KeepBest", "Ranking", "StopAtDeadline", "StopWhenStalled", "resume_callbacks"]
 
 _OTHER = {"val_accuracy": "val_loss", "val_loss": "val_accuracy"}
 
@@ -222,6 +224,39 @@ class StopWhenStalled(keras.callbacks.Callback):
                            f"after the warm-up (best of this phase: epoch {self._best_epoch + 1})"
                            if self._best_epoch is not None else
                            f"no finite {self.ranking.monitor} for {self._wait} epochs")
+            self.model.stop_training = True
+
+
+class StopAtDeadline(keras.callbacks.Callback):
+    """Stop when the next epoch, as long as the slowest so far, would end after ``deadline``.
+
+    Args:
+        deadline: A ``time.time()`` value.
+
+    Example:
+        >>> import time
+        >>> StopAtDeadline(time.time() + 60).stopped_epoch is None
+        True
+    """
+
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline = deadline
+        self.stopped_epoch: int | None = None
+        self.reason: str | None = None
+        self._started = None
+        self._longest = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.time()
+        self._longest = max(self._longest, now - self._started)
+        if now + self._longest > self.deadline:
+            self.stopped_epoch = epoch
+            self.reason = (f"the time budget ends in {max(0.0, self.deadline - now):.0f} s and "
+                           f"an epoch takes {self._longest:.0f} s")
             self.model.stop_training = True
 
 

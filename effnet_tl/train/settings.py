@@ -10,7 +10,7 @@ fit`` flags are all derived from these classes. ``None`` means "chosen from the 
 Example:
     >>> options = FitOptions.from_kwargs(variant="lite0", head_epochs=3)
     >>> options.model.variant, options.recipe.head_epochs, options.data.augment
-    ('lite0', 3, 'medium')
+    ('lite0', 3, 'auto')
     >>> FitOptions.from_kwargs(epochs=3)
     Traceback (most recent call last):
     ...
@@ -39,6 +39,7 @@ __all__ = [
 CLASS_WEIGHT_CHOICES = ("if_imbalanced", "balanced", "none")
 PIXEL_RANGE_CHOICES = ("rescale", "warn", "ignore")
 MONITOR_CHOICES = ("val_accuracy", "val_loss")
+BUDGET_LEVELS = ("best", "fast")
 MIXED_PRECISION_CHOICES = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
@@ -110,8 +111,9 @@ class DataSettings:
 
     batch_size: int | None = knob(None, "global batch; None: 32 per replica (16 below 320 "
                                   "images)", type=int)
-    augment: Any = knob("medium", "fine-tuning augmentation: none, light, medium, heavy, an "
-                        "AugmentSpec, Keras layers or an albumentations pipeline")
+    augment: Any = knob("auto", "fine-tuning augmentation: auto (the medium preset without "
+                        "left-right flips when they change the answer), none, light, medium, "
+                        "heavy, an AugmentSpec, Keras layers or an albumentations pipeline")
     resize: str = knob("center_crop", "how images reach image_size", choices=RESIZE_POLICIES)
     val_fraction: float = knob(0.2, "share of each class held out for validation when the "
                                "data has no val split", type=float)
@@ -164,6 +166,9 @@ class RecipeSettings:
                                 type=bool)
     monitor: str = knob("val_accuracy", "what picks the kept epoch (ties broken by the other "
                         "metric) and drives early stopping", choices=MONITOR_CHOICES)
+    budget: str | float = knob(
+        "best", "'best' (unfreeze as much as the data needs), 'fast' (the top blocks by "
+        "dataset size), or seconds: 'best' that stops training when the time is up")
 
     def __post_init__(self):
         for name in ("head_epochs", "finetune_epochs", "finetune_views", "patience"):
@@ -184,6 +189,10 @@ class RecipeSettings:
         if not isinstance(self.early_stopping, bool):
             _fail("early_stopping", self.early_stopping, "True or False")
         _choice("monitor", self.monitor, MONITOR_CHOICES)
+        if not (self.budget in BUDGET_LEVELS or (
+                isinstance(self.budget, (int, float)) and not isinstance(self.budget, bool)
+                and self.budget > 0)):
+            _fail("budget", self.budget, "'best', 'fast' or a number of seconds > 0")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,8 +19,8 @@ def test_finetune_caches_views_only_when_augmentation_survives():
     per_image = feature_bytes(model.get_layer("backbone").get_layer(boundary).input.shape[1:], 1)
 
     def views(budget_images, boundary=boundary, **overrides):
-        options = FitOptions.from_kwargs(variant="lite0", finetune_epochs=8, image_size=32,
-                                         **overrides)
+        options = FitOptions.from_kwargs(**{"variant": "lite0", "finetune_epochs": 8,
+                                            "image_size": 32, "augment": "medium", **overrides})
         settings = resolve(options, DataFacts(num_train=100, num_val=10))
         return finetune_views(settings, model, boundary, num_train=100, num_val=10,
                               budget=per_image * budget_images)

@@ -22,8 +22,8 @@ from effnet_tl.train.settings import GROUPS, FitOptions, describe_augment
 
 
 def _settings(num_train, **overrides):
-    return resolve(FitOptions.from_kwargs(variant="lite0", **overrides),
-                   DataFacts(num_train=num_train, num_val=num_train // 4))
+    options = FitOptions.from_kwargs(**{"variant": "lite0", "budget": "fast", **overrides})
+    return resolve(options, DataFacts(num_train=num_train, num_val=num_train // 4))
 
 
 def test_the_parameter_list_exists_once_and_fit_exposes_it():
@@ -73,6 +73,16 @@ def test_defaults_adapt_to_dataset_size_and_variant():
     assert small.recipe.cache_features
     # ~400 head steps on cached features: more epochs for fewer images (500 / 32 -> 16 steps).
     assert small.recipe.head_epochs == 25 and large.recipe.head_epochs == 10
+
+
+def test_the_best_budget_leaves_depth_and_rate_to_the_data():
+    best = _settings(500, budget="best")
+    assert best.recipe.unfreeze_blocks is None and best.recipe.finetune_lr is None
+    assert best.data.augment == "auto"  # flips decided after the head (effnet_tl.train.adaptive)
+    assert _settings(500, budget="best", unfreeze_blocks=3).recipe.finetune_lr == 1e-4
+    assert _settings(500, budget=90).recipe.budget == 90
+    with pytest.raises(ValueError, match=r"budget='slow'"):
+        _settings(500, budget="slow")
 
 
 def test_every_knob_is_overridable_and_block_names_become_counts():

@@ -1,0 +1,108 @@
+"""fit's decisions follow the data: flips off when mirroring changes the label, little
+unfreezing where frozen features already serve, more where they do not. Real files, real
+Lite0 ImageNet weights, tiny sizes."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from effnet_tl.train import fit
+from effnet_tl.train.adaptive import domain_for, unfreeze_for
+from effnet_tl.train.defaults import default_unfreeze_blocks
+
+from .test_fit_end_to_end import make_folder
+
+TINY_FIT = dict(variant="lite0", weights="imagenet", image_size=64, batch_size=8, head_epochs=12,
+                head_lr=1e-2, finetune_epochs=1, val_fraction=0.25, verbose=0, seed=0)
+LITE0_BLOCKS = 16
+
+
+def _arrows(root: Path, per_class=16, size=64, seed=0) -> Path:
+    """Left- and right-pointing arrows at random positions and lengths on noise."""
+    rng = np.random.default_rng(seed)
+    for label in ("left", "right"):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = Image.fromarray(rng.integers(100, 150, (size, size, 3)).astype(np.uint8))
+            draw = ImageDraw.Draw(image)
+            y = int(rng.integers(20, 44))
+            x0, x1 = int(rng.integers(6, 16)), int(rng.integers(46, 58))
+            tip, tail = (x0, x1) if label == "left" else (x1, x0)
+            step = 14 if label == "left" else -14
+            draw.line([(tail, y), (tip, y)], fill=(20, 20, 20), width=5)
+            draw.polygon([(tip, y), (tip + step, y - 11), (tip + step, y + 11)], fill=(20, 20, 20))
+            image.save(root / label / f"{i:03d}.png")
+    return root
+
+
+def _faint_stripes(root: Path, per_class=16, size=64, seed=0) -> Path:
+    """Three classes told apart only by faint stripes (horizontal, vertical, none) under heavy
+    noise: ImageNet features barely see them, so the frozen-feature head stays weak."""
+    rng = np.random.default_rng(seed)
+    rows = np.arange(size)[:, None] * np.ones((1, size))
+    patterns = {"horizontal": np.sin(rows * 1.3), "vertical": np.sin(rows.T * 1.3),
+                "plain": np.zeros((size, size))}
+    for label, pattern in patterns.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            image = 128 + 6 * pattern + rng.normal(0, 40, (size, size))
+            grey = np.clip(image, 0, 255).astype(np.uint8)
+            Image.fromarray(np.stack([grey] * 3, axis=-1)).save(root / label / f"{i:03d}.png")
+    return root
+
+
+def test_rules_order_domains_and_depth():
+    assert [domain_for(e) for e in (0.0, 0.03, 0.031, 0.15, 0.2)] == [
+        "near", "near", "far", "far", "very far"]
+    near, far, very_far = (unfreeze_for(d, num_train=500, num_blocks=16)
+                           for d in ("near", "far", "very far"))
+    assert near == default_unfreeze_blocks(500, 16) < far < very_far == 16
+
+
+def test_mirror_sensitive_labels_turn_flips_off(tmp_path):
+    data = _arrows(tmp_path / "arrows")
+    result = fit(data, 2, run_dir=tmp_path / "run", **TINY_FIT)
+    flips = result.metrics["decisions"]["flips"]
+    assert flips["kept"] is False, flips
+    assert flips["flipped_val_accuracy"] < flips["val_accuracy"] - 0.3
+    config = json.loads(result.paths.config.read_text())
+    assert config["decisions"]["flips"]["kept"] is False
+    assert config["settings"]["data"]["augment"] == "auto"  # as asked; the decision beside it
+
+
+def test_near_domain_stops_unfreezing_early_and_keeps_flips(tmp_path):
+    data = make_folder(tmp_path / "squares", per_class=12, size=64)
+    result = fit(data, 3, run_dir=tmp_path / "run", **TINY_FIT)
+    decisions = result.metrics["decisions"]
+    assert decisions["domain"]["name"] == "near" and decisions["flips"]["kept"] is True
+    assert decisions["unfreeze_blocks"] == default_unfreeze_blocks(27, LITE0_BLOCKS)
+
+
+def test_far_domain_unfreezes_more(tmp_path):
+    data = _faint_stripes(tmp_path / "stripes")
+    result = fit(data, 3, run_dir=tmp_path / "run", **TINY_FIT)
+    decisions = result.metrics["decisions"]
+    assert decisions["domain"]["name"] in ("far", "very far"), decisions
+    assert decisions["unfreeze_blocks"] > default_unfreeze_blocks(36, LITE0_BLOCKS)
+    phases = json.loads(result.paths.phases.read_text())
+    assert phases["decisions"] == decisions  # a resumed run reuses them
+
+
+def test_explicit_settings_win(tmp_path):
+    data = _arrows(tmp_path / "arrows", per_class=8)
+    result = fit(data, 2, run_dir=tmp_path / "run", augment="medium", unfreeze_blocks=1,
+                 **{**TINY_FIT, "head_epochs": 2})
+    assert result.metrics["decisions"] in (None, {})
+    assert [row["phase"] for row in result.history].count("finetune") == 1
+
+
+def test_a_time_budget_ends_each_phase_after_the_epoch_that_uses_it_up(tmp_path):
+    data = make_folder(tmp_path / "squares", per_class=8, size=64)
+    result = fit(data, 3, run_dir=tmp_path / "run", budget=0.001,
+                 **{**TINY_FIT, "finetune_epochs": 3})
+    assert [row["phase"] for row in result.history] == ["head", "finetune"]
+    for phase in ("head", "finetune"):
+        assert "the time budget ends" in result.metrics["stopped_early"][phase]["reason"]
+    assert result.paths.model.exists() and result.val_accuracy is not None
