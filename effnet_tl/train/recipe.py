@@ -107,14 +107,7 @@ def fit(dataset_dir, num_classes: int, **options) -> FitResult:
             if paths.model.exists():  # start from the kept model (an earlier phase, or run)
                 model.load_weights(paths.model)
             if name == "finetune" and decisions is None and needs_decisions(settings):
-                decisions = decide(settings, model, data, [
-                    row for row in read_history(paths.history) if row.get("phase") == "head"],
-                    num_blocks=len(block_names(settings.model.variant)))
-                phases["decisions"] = config["decisions"] = decisions
-                write_json(paths.phases, phases)
-                write_json(paths.config, config)
-                if verbose:
-                    print(f"effnet_tl: decided from the data: {describe(decisions)}", flush=True)
+                decisions = _decide(settings, model, data, paths, phases, config, verbose)
                 current = effective(settings, decisions)
                 if input_block is not None:  # the in-model augmenter reads its spec when traced
                     input_block.spec = current.data.augment
@@ -147,19 +140,9 @@ def fit(dataset_dir, num_classes: int, **options) -> FitResult:
         write_plots(paths, reports, mistakes, source.class_names,
                     kept_epoch=None if kept is None else kept["epoch"] - 1)
 
-    nonfinite = next((p["nonfinite"] for p in phases.values()
-                      if isinstance(p, dict) and p.get("nonfinite")), None)
-    metrics = {
-        "class_names": list(source.class_names), **reports, "kept": kept, "stopped": nonfinite,
-        "decisions": decisions,
-        "stopped_early": {name: phases[name]["stopped_early"] for name in ("head", "finetune")
-                          if phases.get(name, {}).get("stopped_early")},
-        "epochs": {name: phases.get(name, {}).get("epochs", 0) for name in ("head", "finetune")},
-        "phase_seconds": {**timings, **data.timings, **{
-            name: phases[name]["seconds"] for name in ("head", "finetune") if name in phases},
-            "report": round(time.perf_counter() - report_start, 2)},
-        "seconds": round(time.perf_counter() - started, 2),
-    }
+    metrics = _metrics(source, reports, kept, phases, decisions,
+                       seconds={**timings, **data.timings}, report_start=report_start,
+                       started=started)
     write_json(paths.report, metrics)
     finish_run_dir(paths, phases, keep_backups=run.keep_backups)
     if verbose and kept:
@@ -167,7 +150,7 @@ def fit(dataset_dir, num_classes: int, **options) -> FitResult:
               f"{Ranking(settings.recipe.monitor).describe(kept)}) in {paths.model}", flush=True)
     return FitResult(model=model, class_names=tuple(source.class_names), metrics=metrics,
                      paths=paths, config=config, history=read_history(paths.history),
-                     stopped=nonfinite)
+                     stopped=metrics["stopped"])
 
 
 fit.__signature__ = inspect.Signature([
@@ -313,6 +296,38 @@ def _announce_whole_batches(data, strategy, verbose) -> None:
           f"out, different ones each epoch) and validates on "
           f"{data.val_batch * (data.num_val // data.val_batch)} of {data.num_val} images; "
           "report.json evaluates every image", flush=True)
+
+
+def _decide(settings, model, data, paths, phases, config, verbose) -> dict:
+    """Take the data's decisions after the head phase; record them before anything uses them,
+    so a killed run resumes with the same ones."""
+    decisions = decide(settings, model, data,
+                       [row for row in read_history(paths.history) if row.get("phase") == "head"],
+                       num_blocks=len(block_names(settings.model.variant)))
+    phases["decisions"] = config["decisions"] = decisions
+    write_json(paths.phases, phases)
+    write_json(paths.config, config)
+    if verbose:
+        print(f"effnet_tl: decided from the data: {describe(decisions)}", flush=True)
+    return decisions
+
+
+def _metrics(source, reports, kept, phases, decisions, *, seconds, report_start, started):
+    """``report.json``: the split reports, the kept epoch, decisions, stops and timings."""
+    trained = ("head", "finetune")
+    return {
+        "class_names": list(source.class_names), **reports, "kept": kept,
+        "stopped": next((phases[name]["nonfinite"] for name in trained
+                         if phases.get(name, {}).get("nonfinite")), None),
+        "decisions": decisions,
+        "stopped_early": {name: phases[name]["stopped_early"] for name in trained
+                          if phases.get(name, {}).get("stopped_early")},
+        "epochs": {name: phases.get(name, {}).get("epochs", 0) for name in trained},
+        "phase_seconds": {**seconds, **{name: phases[name]["seconds"] for name in trained
+                                        if name in phases},
+                          "report": round(time.perf_counter() - report_start, 2)},
+        "seconds": round(time.perf_counter() - started, 2),
+    }
 
 
 def _kept_epoch(paths, settings) -> dict | None:
