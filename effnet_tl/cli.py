@@ -327,12 +327,15 @@ def _fit(args: argparse.Namespace) -> int:
         FitOptions.from_kwargs(**options)  # bad values are usage errors: nothing read yet
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from error
-    with contextlib.redirect_stdout(_FlagWording(sys.stdout)):
+    # Progress and log lines go to stderr: stdout holds the JSON summary alone (`| jq` works).
+    with contextlib.redirect_stdout(_FlagWording(sys.stderr)):
         result = fit(args.dataset_dir, args.num_classes, **options)
     kept = result.metrics.get("kept")
     summary = {"run_dir": str(result.run_dir), "val_accuracy": result.val_accuracy,
                "test_accuracy": result.test_accuracy,
-               "kept_epoch": kept["epoch"] if kept else None, "stopped": result.stopped}
+               "kept_epoch": kept["epoch"] if kept else None,
+               "stopped_early": result.metrics.get("stopped_early") or None,
+               "nonfinite_stop": result.stopped}
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -189,7 +189,8 @@ def plot_history(
     if not numeric:
         raise ValueError(f"No numeric history columns to plot. Received keys: {list(columns)}")
     length = len(next(iter(numeric.values())))
-    epochs = list(epochs) if epochs is not None else list(range(length))
+    # Counted from 1, as Keras' progress lines and effnet_tl's log do (the CSV counts from 0).
+    epochs = [int(e) + 1 for e in epochs] if epochs is not None else list(range(1, length + 1))
     metrics = [key for key in numeric if not key.startswith("val_") and key != "learning_rate"]
     metrics += [key[4:] for key in numeric if key.startswith("val_") and key[4:] not in numeric]
     panels = metrics + (["learning_rate"] if "learning_rate" in numeric else [])

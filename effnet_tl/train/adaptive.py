@@ -113,6 +113,13 @@ def decide(settings, model, data, head_rows: list[dict], *, num_blocks: int) -> 
         decisions["domain"] = {"name": domain, "head_val_accuracy": accuracy}
         decisions["unfreeze_blocks"] = unfreeze_for(domain, num_train=data.num_train,
                                                     num_blocks=num_blocks)
+        far = domain != "near"
+        recipe = settings.recipe
+        if recipe.finetune_lr is None:
+            rate = FAR_FINETUNE_LR if far else NEAR_FINETUNE_LR
+            decisions["finetune_lr"] = rate * settings.data.batch_size / 32
+        if recipe.finetune_views is None and far:  # a fresh augmented view every epoch
+            decisions["finetune_views"] = recipe.finetune_epochs
     return decisions
 
 
@@ -128,15 +135,11 @@ def effective(settings, decisions: dict | None):
         keep = decisions.get("flips", {}).get("kept", True)
         data = dataclasses.replace(data, augment=dataclasses.replace(
             get_preset(AUTO_PRESET), horizontal_flip=keep and get_preset(AUTO_PRESET).horizontal_flip))
-    domain = decisions.get("domain", {}).get("name")
     if recipe.unfreeze_blocks is None and "unfreeze_blocks" in decisions:
-        far = domain in ("far", "very far")
-        scale = data.batch_size / 32
         recipe = dataclasses.replace(
             recipe, unfreeze_blocks=decisions["unfreeze_blocks"],
-            finetune_lr=recipe.finetune_lr or (FAR_FINETUNE_LR if far else NEAR_FINETUNE_LR) * scale,
-            finetune_views=recipe.finetune_views if recipe.finetune_views is not None or not far
-            else recipe.finetune_epochs)
+            finetune_lr=recipe.finetune_lr or decisions["finetune_lr"],
+            finetune_views=decisions.get("finetune_views", recipe.finetune_views))
     return dataclasses.replace(settings, data=data, recipe=recipe)
 
 

@@ -118,9 +118,12 @@ class PhaseData:
             math.ceil(self.num_val / self.val_batch)
         self.steps = max(1, self.num_train // self.batch_size) if self.whole else \
             max(1, math.ceil(self.num_train / self.batch_size))
-        self.plain_train = self._images(source.train, training=False, batch_size=self.big_batch)
-        self.pixel_action = self._check_pixels(self.plain_train)
-        self.plain_train = self._rescaled(self.plain_train)
+        # The probe reads one batch of an uncached pipeline: a partly read cache is discarded
+        # (with a TensorFlow warning) and would be filled again anyway.
+        self.pixel_action = self._check_pixels(
+            self._images(source.train, training=False, cache=None))
+        self.plain_train = self._rescaled(
+            self._images(source.train, training=False, batch_size=self.big_batch))
         self.val_images = self._rescaled(
             self._images(source.val, training=False, batch_size=self.big_batch))
         self.in_model_augment = in_model_augment
@@ -148,11 +151,11 @@ class PhaseData:
     # ------------------------------------------------------------------ image pipelines
 
     def _images(self, examples, *, training, batch_size=None, shuffle=False, seed=None,
-                drop_remainder=False):
+                drop_remainder=False, cache="auto"):
         return make_dataset(
             examples, image_size=self.image_size, batch_size=batch_size or self.batch_size,
             training=training, shuffle=shuffle, resize=self.settings.data.resize,
-            seed=self.settings.data.seed if seed is None else seed, cache="auto",
+            seed=self.settings.data.seed if seed is None else seed, cache=cache,
             drop_remainder=drop_remainder)
 
     def _check_pixels(self, dataset) -> str | None:

@@ -42,6 +42,8 @@ from effnet_tl.train.strategy import get_strategy, mixed_precision_policy_for
 
 __all__ = ["fit"]
 
+SKIPPED_SHOWN = 20  # skipped files named in the log; data_report.json lists every one
+
 
 def fit(dataset_dir, num_classes: int, **options) -> FitResult:
     started = time.perf_counter()
@@ -81,6 +83,7 @@ def fit(dataset_dir, num_classes: int, **options) -> FitResult:
         from effnet_tl.data import write_labels
 
         write_labels(paths.root, source.class_names)
+        scan.to_json(paths.data_report)
         placement = choose_placement(strategy)
         in_model = placement == "model" and not augmentation_off(current.data.augment)
         input_block = build_augmenter(current.data.augment, seed=settings.data.seed) \
@@ -138,7 +141,7 @@ def fit(dataset_dir, num_classes: int, **options) -> FitResult:
         reports, mistakes = evaluate_splits(model, {"val": data.val_images, "test": test},
                                             source.class_names, run.top_k)
         write_plots(paths, reports, mistakes, source.class_names,
-                    kept_epoch=None if kept is None else kept["epoch"] - 1)
+                    kept_epoch=None if kept is None else kept["epoch"])
 
     metrics = _metrics(source, reports, kept, phases, decisions,
                        seconds={**timings, **data.timings}, report_start=report_start,
@@ -150,7 +153,7 @@ def fit(dataset_dir, num_classes: int, **options) -> FitResult:
               f"{Ranking(settings.recipe.monitor).describe(kept)}) in {paths.model}", flush=True)
     return FitResult(model=model, class_names=tuple(source.class_names), metrics=metrics,
                      paths=paths, config=config, history=read_history(paths.history),
-                     stopped=metrics["stopped"])
+                     stopped=metrics["nonfinite_stop"])
 
 
 fit.__signature__ = inspect.Signature([
@@ -223,8 +226,12 @@ def _load_source(dataset, num_classes, data_settings, verbose):
                                   seed=data_settings.seed, num_classes=num_classes)
     report = scan(resolved)
     if report.skipped and verbose:
-        print(f"effnet_tl: skipping {len(report.skipped)} unusable files "
-              f"(first: {report.skipped[0].path}: {report.skipped[0].reason})", flush=True)
+        shown = report.skipped[:SKIPPED_SHOWN]
+        more = len(report.skipped) - len(shown)
+        print(f"effnet_tl: skipping {len(report.skipped)} unusable files (all listed in the run "
+              "folder's data_report.json):\n" + "\n".join(
+                  f"  {issue.path}: {issue.reason}" for issue in shown)
+              + (f"\n  ... and {more} more" if more else ""), flush=True)
     if report.source.val is None:
         raise ValueError(
             "fit needs a validation split: the source has none and val_fraction="
@@ -270,7 +277,8 @@ def _config(settings, source, num_classes, dataset_dir, strategy) -> dict:
             "num_train": _count(source.train), "num_val": _count(source.val),
             "num_test": _count(source.test), "notes": list(source.notes),
         },
-        "strategy": type(strategy).__name__,
+        "strategy": "default (one device)" if strategy is tf.distribute.get_strategy()
+        else type(strategy).__name__,
         "replicas": strategy.num_replicas_in_sync,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
                      "python": sys.version.split()[0]},
@@ -317,7 +325,7 @@ def _metrics(source, reports, kept, phases, decisions, *, seconds, report_start,
     trained = ("head", "finetune")
     return {
         "class_names": list(source.class_names), **reports, "kept": kept,
-        "stopped": next((phases[name]["nonfinite"] for name in trained
+        "nonfinite_stop": next((phases[name]["nonfinite"] for name in trained
                          if phases.get(name, {}).get("nonfinite")), None),
         "decisions": decisions,
         "stopped_early": {name: phases[name]["stopped_early"] for name in trained

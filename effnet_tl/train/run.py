@@ -5,8 +5,12 @@ Files in a run folder:
 * ``model.keras``: the kept model (the best epoch of all phases by validation accuracy, ties
   broken by validation loss; :mod:`effnet_tl.train.selection`), loadable with
   ``keras.saving.load_model(path, safe_mode=True)`` once ``effnet_tl`` is imported.
-* ``labels.json``: class names in label order; ``config.json``: every resolved setting.
-* ``history.csv``: one row per epoch, both phases (a ``phase`` column).
+* ``labels.json``: class names in label order; ``config.json``: every resolved setting and
+  the decisions taken from the data; ``data_report.json``: the dataset doctor's report (every
+  skipped file with its reason).
+* ``history.csv``: one row per epoch, both phases (a ``phase`` column); its ``epoch`` column
+  counts from 0, like Keras' ``CSVLogger``, while the log, ``report.json`` and the plots
+  count from 1, like Keras' progress lines.
 * ``report.json``: validation (and test) accuracy, top-k, per-class precision/recall/F1.
 * ``plots/history.png``, ``plots/confusion_matrix.png``, ``plots/confident_mistakes.png``.
 * ``phases.json``: each finished phase (epochs, seconds, why it stopped early) and, once the
@@ -96,9 +100,14 @@ class RunPaths:
     def backup(self) -> Path:
         return self.root / "backup"
 
+    @property
+    def data_report(self) -> Path:
+        return self.root / "data_report.json"
+
     def owned(self) -> list[Path]:
         """Everything a run writes into its folder (what starting afresh removes)."""
         return [self.model, self.labels, self.config, self.history, self.report, self.phases,
+                self.data_report,
                 self.plots, self.tensorboard, self.backup,
                 self.history.with_name(self.history.name + ".tmp")]
 
@@ -417,6 +426,6 @@ def load_run(run_dir: str | os.PathLike) -> FitResult:
         paths=paths,
         config=read_json(paths.config) or {},
         history=read_history(paths.history),
-        stopped=(read_json(paths.report) or {}).get("stopped"),
+        stopped=(read_json(paths.report) or {}).get("nonfinite_stop"),
     )
 

@@ -170,6 +170,11 @@ class KeepBest(keras.callbacks.Callback):
             classifier.save(self.model_path, overwrite=True)
 
 
+def _last_epoch(callback, epoch: int) -> bool:
+    """Whether ``epoch`` ends the ``fit`` call anyway (then stopping it early says nothing)."""
+    return epoch + 1 >= (callback.params or {}).get("epochs", math.inf)
+
+
 class StopWhenStalled(keras.callbacks.Callback):
     """Stop a phase ``patience`` epochs after its best, never during the warm-up.
 
@@ -218,7 +223,7 @@ class StopWhenStalled(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self._observe(epoch, logs)
-        if self._wait >= self.patience:
+        if self._wait >= self.patience and not _last_epoch(self, epoch):
             self.stopped_epoch = epoch
             self.reason = (f"{self.ranking.monitor} has not improved for {self._wait} epochs "
                            f"after the warm-up (best of this phase: epoch {self._best_epoch + 1})"
@@ -253,7 +258,7 @@ class StopAtDeadline(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         now = time.time()
         self._longest = max(self._longest, now - self._started)
-        if now + self._longest > self.deadline:
+        if now + self._longest > self.deadline and not _last_epoch(self, epoch):
             self.stopped_epoch = epoch
             self.reason = (f"the time budget ends in {max(0.0, self.deadline - now):.0f} s and "
                            f"an epoch takes {self._longest:.0f} s")

@@ -145,11 +145,12 @@ class RecipeSettings:
                                        "(<=1k images) ... 3 (>50k)", type=int)
     unfreeze_blocks: int | str | None = knob(
         None, "top backbone blocks to fine-tune: a count, a block name (block6a) or 'all'; None: "
-        "an eighth below 2k images, a quarter below 20k, else half")
+        "decided from the frozen-feature head's validation error (budget 'fast': by dataset "
+        "size)")
     head_lr: float | None = knob(None, "peak AdamW rate of the head phase; None: 2e-3 x "
                                  "batch/32", type=float)
     finetune_lr: float | None = knob(None, "peak AdamW rate of fine-tuning; None: 1e-4 x "
-                                     "batch/32", type=float)
+                                     "batch/32 (3e-4 for data far from ImageNet)", type=float)
     warmup_fraction: float = knob(0.1, "linear warm-up share of each phase before the cosine "
                                   "decay; early stopping waits for its end", type=float)
     weight_decay: float = knob(1e-2, "AdamW decoupled weight decay", type=float)

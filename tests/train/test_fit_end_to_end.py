@@ -183,7 +183,7 @@ def test_nan_setting_stops_cleanly_and_keeps_last_good_model(tmp_path, capsys):
     assert not any(row.get("phase") == "finetune" for row in result.history)
     reloaded = keras.saving.load_model(result.paths.model, safe_mode=True)
     assert all(np.isfinite(w).all() for w in reloaded.get_weights())
-    assert json.loads(result.paths.report.read_text())["stopped"]["epoch"] == 0
+    assert json.loads(result.paths.report.read_text())["nonfinite_stop"]["epoch"] == 0
 
 
 def test_arrays_source_imbalance_and_unit_range_guard(tmp_path):
