@@ -83,6 +83,18 @@ GENERATOR_VERSION = 1
 
 # --------------------------------------------------------------------------- dataset helpers
 
+def _begin(root: Path, name: str, seed: int, train_per_class: int, test_per_class: int,
+           size: int) -> dict | None:
+    """A generator's parameters, or None when ``root`` already holds exactly that dataset
+    (a stale copy is cleared first)."""
+    params = dict(name=name, version=GENERATOR_VERSION, seed=seed,
+                  train_per_class=train_per_class, test_per_class=test_per_class, size=size)
+    if _prepared(root, params):
+        return None
+    _reset(root)
+    return params
+
+
 def _prepared(root: Path, params: dict) -> bool:
     """True when ``root`` already holds a dataset written with exactly ``params``."""
     marker = root / "dataset.json"
@@ -139,11 +151,9 @@ def make_digits(root: str | Path, seed: int = 0, *, train_per_class: int | None 
     from sklearn.datasets import load_digits
 
     root = Path(root)
-    params = dict(name="digits", version=GENERATOR_VERSION, seed=seed,
-                  train_per_class=train_per_class, test_per_class=test_per_class, size=size)
-    if _prepared(root, params):
+    params = _begin(root, "digits", seed, train_per_class, test_per_class, size)
+    if params is None:
         return root
-    _reset(root)
     digits = load_digits()
     images = digits.images * (255.0 / 16.0)
     rng = np.random.default_rng(seed)
@@ -204,11 +214,9 @@ def make_glyphs(root: str | Path, seed: int = 0, *, train_per_class: int = 80,
                 test_per_class: int = 30, size: int = 64) -> Path:
     """Letters in matplotlib's fonts; train and test fonts are disjoint (test: other styles)."""
     root = Path(root)
-    params = dict(name="glyphs", version=GENERATOR_VERSION, seed=seed,
-                  train_per_class=train_per_class, test_per_class=test_per_class, size=size)
-    if _prepared(root, params):
+    params = _begin(root, "glyphs", seed, train_per_class, test_per_class, size)
+    if params is None:
         return root
-    _reset(root)
     rng = np.random.default_rng(seed)
     index = 0
     for split, fonts, count in (("train", GLYPH_TRAIN_FONTS, train_per_class),
@@ -261,11 +269,9 @@ def make_photos(root: str | Path, seed: int = 0, *, train_per_class: int = 80,
                 test_per_class: int = 30, size: int = 64) -> Path:
     """Crops of scikit-image's sample photos; train from the left 60 %, test from the right 40 %."""
     root = Path(root)
-    params = dict(name="photos", version=GENERATOR_VERSION, seed=seed,
-                  train_per_class=train_per_class, test_per_class=test_per_class, size=size)
-    if _prepared(root, params):
+    params = _begin(root, "photos", seed, train_per_class, test_per_class, size)
+    if params is None:
         return root
-    _reset(root)
     rng = np.random.default_rng(seed)
     index = 0
     for name in PHOTO_CLASSES:
@@ -302,11 +308,9 @@ def make_textures(root: str | Path, seed: int = 0, *, train_per_class: int = 120
                   test_per_class: int = 50, size: int = 64) -> Path:
     """Gratings whose class is the spatial frequency; test at lower contrast, higher noise."""
     root = Path(root)
-    params = dict(name="textures", version=GENERATOR_VERSION, seed=seed,
-                  train_per_class=train_per_class, test_per_class=test_per_class, size=size)
-    if _prepared(root, params):
+    params = _begin(root, "textures", seed, train_per_class, test_per_class, size)
+    if params is None:
         return root
-    _reset(root)
     rng = np.random.default_rng(seed)
     index = 0
     for split, count, contrast, noise in (("train", train_per_class, (0.4, 1.0), (0, 15)),
@@ -379,11 +383,9 @@ def make_arrows(root: str | Path, seed: int = 0, *, train_per_class: int = 200,
     """Arrows; a left-right flip turns "left" into "right". Train: filled and outlined
     polygons; test: arrows drawn with three strokes over faint clutter."""
     root = Path(root)
-    params = dict(name="arrows", version=GENERATOR_VERSION, seed=seed,
-                  train_per_class=train_per_class, test_per_class=test_per_class, size=size)
-    if _prepared(root, params):
+    params = _begin(root, "arrows", seed, train_per_class, test_per_class, size)
+    if params is None:
         return root
-    _reset(root)
     rng = np.random.default_rng(seed)
     index = 0
     for split, count, styles in (("train", train_per_class, ("filled", "outline")),

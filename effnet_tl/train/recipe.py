@@ -106,8 +106,11 @@ def fit(dataset_dir, num_classes: int, **options) -> FitResult:
         # Epochs continue across phases (history.csv, the schedule of a resumed phase).
         first_epoch = sum(phases[name]["epochs"] for name in ("head", "finetune")
                           if phases.get(name, {}).get("done"))
+        # After a phase the model holds the run's kept weights (KeepBest): read the file only
+        # when this call has not trained yet (a resumed or finished run).
+        trained_here = False
         for name in [] if halted else pending:
-            if paths.model.exists():  # start from the kept model (an earlier phase, or run)
+            if not trained_here and paths.model.exists():
                 model.load_weights(paths.model)
             if name == "finetune" and decisions is None and needs_decisions(settings):
                 decisions = _decide(settings, model, data, paths, phases, config, verbose)
@@ -126,16 +129,17 @@ def fit(dataset_dir, num_classes: int, **options) -> FitResult:
                 phases["finetune_cache"] = data.cache_summary()
             write_json(paths.phases, phases)
             first_epoch += outcome.epochs
+            trained_here = True
             if outcome.nonfinite:
                 break
         data.release()
 
         # 4. The kept model, the report and the plots.
         report_start = time.perf_counter()
-        if paths.model.exists():
-            model.load_weights(paths.model)
-        else:  # nothing trained (every phase has 0 epochs): the model as built
+        if not paths.model.exists():  # nothing trained (every phase has 0 epochs): as built
             model.save(paths.model)
+        elif not trained_here:
+            model.load_weights(paths.model)
         kept = _kept_epoch(paths, settings)
         test = None if source.test is None else data.evaluation_images(source.test)
         reports, mistakes = evaluate_splits(model, {"val": data.val_images, "test": test},
