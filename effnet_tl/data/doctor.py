@@ -22,6 +22,7 @@ import numpy as np
 from effnet_tl.data.imagefile import CONVERSIONS, PROBLEMS, FileCheck, inspect_file
 from effnet_tl.data.sources import (
     ArrayExamples,
+    DatasetExamples,
     DatasetSource,
     FileExamples,
     resolve_source,
@@ -228,9 +229,11 @@ def scan(
             clean[split] = examples
             if isinstance(examples, ArrayExamples):
                 _judge_arrays(examples, report, min_side, counts, split)
+            elif isinstance(examples, DatasetExamples) and examples.labels is not None:
+                _judge_labelled_stream(examples, counts)
     _find_leakage(digests, report, counts)
     for split, examples in clean.items():
-        if isinstance(examples, (FileExamples, ArrayExamples)):
+        if getattr(examples, "labels", None) is not None:
             per_class = np.bincount(examples.labels, minlength=resolved.num_classes)
             report.class_counts[split] = {
                 name: int(n) for name, n in zip(resolved.class_names, per_class)
@@ -327,6 +330,18 @@ def _judge_arrays(examples: ArrayExamples, report, min_side, counts, split) -> N
         counts["rgba"] += len(examples)
     if min(images.shape[1:3]) < min_side:
         counts["tiny"] += len(examples)
+
+
+def _judge_labelled_stream(examples: DatasetExamples, counts) -> None:
+    """A stream whose labels were read ahead (tfds): counted by class, and by the channel
+    conversion its images get; the images themselves are not decoded here."""
+    counts["scanned"] += len(examples)
+    counts["good"] += len(examples)
+    channels = examples.dataset.element_spec[0].shape[-1]
+    if channels == 1:
+        counts["grayscale"] += len(examples)
+    if channels == 4:
+        counts["rgba"] += len(examples)
 
 
 def _find_leakage(digests, report, counts) -> None:

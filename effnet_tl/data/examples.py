@@ -124,14 +124,24 @@ class DatasetExamples:
         dataset: the unbatched dataset.
         class_names: class names in label order.
         num_examples: element count when known, else ``None``.
+        labels: int64 class index of each element, in the stream's order, when they were read
+            ahead (tfds sources): the doctor's per-class counts and class weights use them.
     """
 
     dataset: Any
     class_names: tuple[str, ...]
     num_examples: int | None = None
+    labels: np.ndarray | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "class_names", tuple(self.class_names))
+        if self.labels is not None:
+            labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
+            if self.num_examples is not None and len(labels) != self.num_examples:
+                raise ValueError(f"{self.num_examples} examples but {len(labels)} labels")
+            object.__setattr__(self, "labels", labels)
+            object.__setattr__(self, "num_examples", len(labels))
+            _check_label_range(labels, self.class_names)
 
     def __len__(self) -> int:
         if self.num_examples is None:

@@ -7,14 +7,15 @@ One function, :func:`resolve_source`, decides the source kind from what it is gi
   ``"split_folder"``;
 - a ``*.csv`` path or a ``pandas.DataFrame`` of (path, label[, split]) rows: ``"csv"`` /
   ``"dataframe"``;
-- ``"tfds:NAME"``: ``"tfds"``, a TensorFlow Datasets dataset already prepared (never downloads);
+- ``"tfds:NAME"``: ``"tfds"``, a TensorFlow Datasets dataset, downloaded and prepared on first
+  use as ``tfds.load`` does (``download=False`` forbids it);
 - ``(images, labels)`` arrays: ``"arrays"``;
 - a ``tf.data.Dataset`` of (image, label): ``"dataset"``.
 
 This module owns that dispatch; each kind is listed by its own module (``folders``,
-``tables``, ``streams``) into the containers of :mod:`effnet_tl.data.examples`, whose
-public names are importable from here too. Nothing is decoded here;
-:func:`effnet_tl.data.scan` judges file contents.
+``tables``, ``streams``, ``tfds_source``) into the containers of
+:mod:`effnet_tl.data.examples`, whose public names are importable from here too. Nothing is
+decoded here; :func:`effnet_tl.data.scan` judges file contents.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ from effnet_tl.data.folders import (
     _from_folder,
     is_hidden_or_system,
 )
-from effnet_tl.data.streams import _from_arrays, _from_tf_dataset, _from_tfds, _is_tf_dataset
+from effnet_tl.data.streams import _from_arrays, _from_tf_dataset, _is_tf_dataset
 from effnet_tl.data.tables import LABEL_COLUMNS, PATH_COLUMNS, _from_frame
+from effnet_tl.data.tfds_source import from_tfds
 
 __all__ = [
     "ArrayExamples",
@@ -68,6 +70,7 @@ def resolve_source(
     class_names: Sequence[str] | None = None,
     root: str | os.PathLike | None = None,
     data_dir: str | os.PathLike | None = None,
+    download: bool = True,
 ) -> DatasetSource:
     """Decide what ``source`` is and list its classes and examples per split.
 
@@ -80,7 +83,10 @@ def resolve_source(
         num_classes: when given, checked against the classes found (``ValueError`` if different).
         class_names: names for integer labels of arrays and datasets.
         root: base folder for relative paths in a DataFrame (a CSV's own folder by default).
-        data_dir: TensorFlow Datasets data folder for ``"tfds:NAME"``.
+        data_dir: TensorFlow Datasets data folder for ``"tfds:NAME"`` (``None``: tfds' default,
+            ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+        download: download and prepare a ``"tfds:NAME"`` dataset missing from ``data_dir``;
+            ``False`` fails at once, naming the ``tfds build`` command that prepares it.
 
     Returns:
         A :class:`DatasetSource`.
@@ -93,13 +99,13 @@ def resolve_source(
     """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
-    resolved = _resolve(source, val_fraction, seed, class_names, root, data_dir)
+    resolved = _resolve(source, val_fraction, seed, class_names, root, data_dir, download)
     what = "dataset_dir" if resolved.kind in ("folder", "split_folder") else f"the {resolved.kind}"
     check_num_classes(resolved.class_names, num_classes, what=what)
     return resolved
 
 
-def _resolve(source, val_fraction, seed, class_names, root, data_dir) -> DatasetSource:
+def _resolve(source, val_fraction, seed, class_names, root, data_dir, download) -> DatasetSource:
     try:
         import pandas as pd
     except ImportError:  # pragma: no cover - pandas is a dependency
@@ -108,7 +114,8 @@ def _resolve(source, val_fraction, seed, class_names, root, data_dir) -> Dataset
         base = Path(root) if root is not None else Path.cwd()
         return _from_frame(source, base, "dataframe", None, val_fraction, seed)
     if isinstance(source, str) and source.startswith("tfds:"):
-        return _from_tfds(source[len("tfds:") :], data_dir, val_fraction)
+        return from_tfds(source[len("tfds:") :], data_dir=data_dir, download=download,
+                         val_fraction=val_fraction, seed=seed)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():

@@ -1,5 +1,5 @@
-"""Sources already in memory or in TensorFlow: ``(images, labels)`` arrays, a ``tf.data.Dataset``
-and a prepared TensorFlow Datasets dataset (``"tfds:NAME"``, never downloaded).
+"""Sources already in memory or in TensorFlow: ``(images, labels)`` arrays and a
+``tf.data.Dataset`` (``"tfds:NAME"`` lives in :mod:`effnet_tl.data.tfds_source`).
 """
 
 from __future__ import annotations
@@ -83,49 +83,3 @@ def _from_tf_dataset(dataset, class_names, val_fraction) -> DatasetSource:
     return DatasetSource(
         "dataset", names, train, val, notes=[f"val: last {val_count} of {known} elements"]
     )
-
-
-def _from_tfds(name: str, data_dir, val_fraction: float) -> DatasetSource:
-    import tensorflow_datasets as tfds
-
-    data_dir = str(data_dir) if data_dir is not None else None
-    try:
-        builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as error:  # tfds raises its own DatasetNotFoundError subclasses
-        raise ValueError(f"unknown TensorFlow Datasets name {name!r}: {error}") from error
-    if not builder.is_prepared():
-        looked = builder.data_dir
-        raise FileNotFoundError(
-            f"TensorFlow Datasets dataset {name!r} is not available offline: nothing prepared at "
-            f"{looked}. On a machine with internet run "
-            f"`tensorflow_datasets.builder({name!r}, data_dir=DIR).download_and_prepare()` "
-            f"(or `tfds build {name} --data_dir=DIR`), then pass data_dir=DIR."
-        )
-    info = builder.info
-    label_feature = info.features["label"]
-    names = tuple(str(n) for n in label_feature.names)
-    available = set(info.splits.keys())
-
-    def load(split: str, count: int) -> DatasetExamples:
-        dataset = builder.as_dataset(split=split, shuffle_files=False)
-        dataset = dataset.map(lambda item: (item["image"], item["label"]))
-        return DatasetExamples(dataset, names, count)
-
-    val_name = next((s for s in ("validation", "valid", "val") if s in available), None)
-    if "train" not in available:
-        raise ValueError(f"tfds:{name} has no 'train' split (splits: {sorted(available)})")
-    n_train = info.splits["train"].num_examples
-    notes = [f"tfds:{name} from {builder.data_dir}"]
-    if val_name is not None:
-        train = load("train", n_train)
-        val = load(val_name, info.splits[val_name].num_examples)
-    elif val_fraction > 0:
-        percent = int(round(100 * (1 - val_fraction)))
-        train_split, val_split = f"train[:{percent}%]", f"train[{percent}%:]"
-        train = load(train_split, info.splits[train_split].num_examples)
-        val = load(val_split, info.splits[val_split].num_examples)
-        notes.append(f"val: {val_split} (tfds slicing, not stratified)")
-    else:
-        train, val = load("train", n_train), None
-    test = load("test", info.splits["test"].num_examples) if "test" in available else None
-    return DatasetSource("tfds", names, train, val, test, root=builder.data_dir, notes=notes)

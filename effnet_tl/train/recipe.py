@@ -54,7 +54,7 @@ def fit(dataset_dir, num_classes: int, **options) -> FitResult:
     strategy = _strategy(options.run.strategy)
 
     # 1. Data first: a wrong num_classes or an empty split fails here, in seconds.
-    source, scan = _load_source(dataset_dir, num_classes, options.data, verbose)
+    source, scan = _load_source(dataset_dir, num_classes, options.data, options.run, verbose)
     settings = resolve(options, _facts(source, scan, strategy, num_classes))
     if isinstance(settings.data.class_weight, dict) and verbose:
         print(f"effnet_tl: classes are imbalanced (largest/smallest = {scan.imbalance_ratio}); "
@@ -216,7 +216,7 @@ def _strategy(strategy) -> tf.distribute.Strategy:
         else get_strategy(strategy or "auto")
 
 
-def _load_source(dataset, num_classes, data_settings, verbose):
+def _load_source(dataset, num_classes, data_settings, run_settings, verbose):
     """Resolve + doctor the source; a wrong ``num_classes`` raises here, before any training."""
     from effnet_tl.data import DatasetSource, scan
     from effnet_tl.data.classes import check_num_classes
@@ -227,7 +227,9 @@ def _load_source(dataset, num_classes, data_settings, verbose):
         resolved = dataset
     else:
         resolved = resolve_source(dataset, val_fraction=data_settings.val_fraction,
-                                  seed=data_settings.seed, num_classes=num_classes)
+                                  seed=data_settings.seed, num_classes=num_classes,
+                                  data_dir=run_settings.data_dir,
+                                  download=run_settings.download)
     report = scan(resolved)
     if report.skipped and verbose:
         shown = report.skipped[:SKIPPED_SHOWN]
@@ -261,12 +263,14 @@ def _facts(source, scan, strategy, num_classes) -> DataFacts:
         balanced_weights=None if labels is None else class_weights(labels, num_classes))
 
 
-def _run_root(run, dataset_dir, variant: str):
+def _run_root(run, dataset_dir, variant):
     from pathlib import Path
+
+    from effnet_tl.models import get_variant
 
     if run.run_dir is not None:
         return Path(run.run_dir)
-    return Path(run.runs_root) / (run.name or default_run_name(dataset_dir, variant))
+    return Path(run.runs_root) / (run.name or default_run_name(dataset_dir, get_variant(variant).name))
 
 
 def _config(settings, source, num_classes, dataset_dir, strategy) -> dict:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+import json
 from typing import Any
 
 from effnet_tl.data import RESIZE_POLICIES
@@ -78,7 +79,8 @@ def _choice(name, value, choices) -> None:
 class ModelSettings:
     """The classifier: backbone variant, weights, input size, head regularisation."""
 
-    variant: str = knob("b0", "backbone: b0-b7, v2-b0..v2-l, lite0-lite4 (effnet-tl variants)")
+    variant: Any = knob("b0", "backbone: b0-b7, v2-b0..v2-l, lite0-lite4 (effnet-tl variants), "
+                        "or a VariantSpec such as custom_variant(...)")
     weights: str | None = knob("imagenet", "'imagenet', None (random init) or a weights file")
     image_size: int | tuple[int, int] | None = knob(
         None, "input side in pixels, or (height, width); None: the variant's resolution", type=int)
@@ -198,11 +200,16 @@ class RecipeSettings:
 
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
-    """Where the run folder goes and how the run behaves; never part of "the same run"."""
+    """Where the run folder and tfds data live, how the run behaves; not part of "the same run"."""
 
     run_dir: Any = knob(None, "the run folder; None: runs_root/name")
     runs_root: Any = knob("runs", "parent of the default run folder")
     name: str | None = knob(None, "run folder name; None: <dataset>-<variant>")
+    data_dir: Any = knob(None, "TensorFlow Datasets folder for a tfds:NAME dataset; None: "
+                         "$TFDS_DATA_DIR or ~/tensorflow_datasets")
+    download: bool = knob(True, "download and prepare a tfds:NAME dataset missing from "
+                          "data_dir, as tfds.load does (off: fail at once, naming the `tfds "
+                          "build` command)", type=bool)
     strategy: Any = knob(None, "tf.distribute strategy or kind: auto, cpu, gpu, mirrored, tpu, "
                          "multiworker; None: auto")
     top_k: tuple[int, ...] = knob((3, 5), "k values of the report's top-k accuracy")
@@ -221,6 +228,8 @@ class RunSettings:
         object.__setattr__(self, "top_k", top_k)
         if self.verbose is not None:
             _choice("verbose", self.verbose, (0, 1, 2))
+        if not isinstance(self.download, bool):
+            _fail("download", self.download, "True or False")
 
 
 GROUPS = {"model": ModelSettings, "data": DataSettings, "recipe": RecipeSettings,
@@ -283,6 +292,10 @@ class FitOptions:
             values = dataclasses.asdict(getattr(self, group))
             if group == "model" and values["image_size"] is not None:
                 values["image_size"] = list(values["image_size"])
+            if group == "model" and isinstance(values["variant"], dict):
+                # A custom VariantSpec: every field, with JSON's lists, so that the settings
+                # read back from config.json compare equal to these and the run resumes.
+                values["variant"] = json.loads(json.dumps(values["variant"]))
             if group == "data":
                 values["augment"] = describe_augment(getattr(self, group).augment)
                 if isinstance(values["class_weight"], dict):

@@ -1,4 +1,7 @@
-"""resolve_source: folders, split folders, CSV, DataFrame, tfds, arrays and tf.data."""
+"""resolve_source: folders, split folders, CSV, DataFrame, arrays and tf.data.
+
+"tfds:NAME" sources are tested in test_tfds_source.py.
+"""
 
 from pathlib import Path
 
@@ -6,37 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
-from effnet_tl.data import make_dataset, resolve_source, scan, stratified_split
-
-
-class TinyColors(tfds.core.GeneratorBasedBuilder):
-    """A tiny local TFDS dataset: built offline into a temporary data_dir."""
-
-    VERSION = tfds.core.Version("1.0.0")
-
-    def _info(self):
-        return tfds.core.DatasetInfo(
-            builder=self,
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(None, None, 3)),
-                    "label": tfds.features.ClassLabel(names=["red", "green"]),
-                }
-            ),
-            supervised_keys=("image", "label"),
-        )
-
-    def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples(10, 0), "test": self._generate_examples(4, 100)}
-
-    def _generate_examples(self, count, offset):
-        for i in range(count):
-            yield (
-                f"{offset}_{i}",
-                {"image": np.full((8, 12, 3), offset + i, np.uint8), "label": i % 2},
-            )
+from effnet_tl.data import resolve_source, scan, stratified_split
 
 
 def _class_folder(img, root, counts):
@@ -158,25 +132,3 @@ def test_unknown_inputs_are_rejected(tmp_path):
         resolve_source(tmp_path / "flat")
     with pytest.raises(ValueError, match="val_fraction"):
         resolve_source(tmp_path / "flat", val_fraction=1.0)
-
-
-def test_tfds_not_prepared_gives_a_clear_offline_error(tmp_path):
-    with pytest.raises(FileNotFoundError) as info:
-        resolve_source("tfds:beans", data_dir=tmp_path)
-    message = str(info.value)
-    assert "'beans' is not available offline" in message
-    assert str(tmp_path) in message and "download_and_prepare" in message
-
-
-def test_tfds_prepared_locally_is_used(tmp_path):
-    TinyColors(data_dir=str(tmp_path)).download_and_prepare(
-        download_config=tfds.download.DownloadConfig(try_download_gcs=False)
-    )
-    src = resolve_source("tfds:tiny_colors", data_dir=tmp_path, val_fraction=0.2)
-    assert src.kind == "tfds" and src.class_names == ("red", "green")
-    assert (len(src.train), len(src.val), len(src.test)) == (8, 2, 4)
-    test_pixels = sorted(int(image[0, 0, 0]) for image, _ in src.test.dataset)
-    assert test_pixels == [100, 101, 102, 103]
-    images, labels = next(iter(make_dataset(src.test, image_size=6, batch_size=4, training=False)))
-    assert images.shape == (4, 6, 6, 3)
-    assert sorted(labels.numpy().argmax(1).tolist()) == [0, 0, 1, 1]

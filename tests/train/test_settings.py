@@ -55,6 +55,7 @@ def test_unknown_keyword_echoes_it_and_lists_the_accepted_ones():
     (dict(image_size=(0, 32)), "image_size=(0, 32)"),
     (dict(cache_features="auto"), "cache_features='auto'"),
     (dict(top_k=(0,)), "top_k=(0,)"),
+    (dict(download="no"), "download='no'"),
 ])
 def test_bad_values_echo_the_value_and_what_is_accepted(kwargs, echoed):
     with pytest.raises(ValueError, match=r"(must be|accepted)") as raised:
