@@ -4,22 +4,25 @@ The head phase costs little (it trains on cached features), and how well it does
 the data is from ImageNet. Two decisions follow, each recorded in ``config.json`` and
 ``phases.json`` (``"decisions"``) and printed, so a resumed run reuses them:
 
-* **Flips the data tolerates** (``augment="auto"``): the trained head classifies the
-  validation images mirrored left-right. When its accuracy drops by more than the noise of the
-  validation set allows, mirroring changes the answer (digits, text, arrows, oriented
-  textures) and fine-tuning uses the ``"medium"`` preset without flips.
+* **Transforms the data tolerates** (``augment="auto"``): the trained head classifies the
+  validation images mirrored, rotated and zoomed by the ``"medium"`` preset's extremes. A
+  transform whose worst extreme costs more accuracy than the validation set's noise allows
+  changes the answer (mirrored digits, text and arrows; zoomed textures whose class is a
+  spatial frequency), and fine-tuning uses ``"medium"`` without it.
 * **How much to unfreeze** (``unfreeze_blocks=None``): the head's validation error places the
   data near ImageNet (at most :data:`NEAR_ERROR`: the top blocks by dataset size, as
-  :func:`~effnet_tl.train.defaults.default_unfreeze_blocks`), far from it (up to
-  :data:`FAR_ERROR`: the top 5/8 of the blocks), or very far (every block). Frozen features
-  that already serve need little adaptation; weak ones need the deeper blocks to change. Far
-  data also gets a higher fine-tuning rate and a fresh augmented view every epoch.
+  :func:`~effnet_tl.train.defaults.default_unfreeze_blocks`) or far from it (the top 5/8 of
+  the blocks, a higher fine-tuning rate, a fresh augmented view every epoch). Frozen features
+  that already serve need little adaptation; weak ones need deeper blocks to change. The
+  bottom 3/8 work at the highest resolutions, where a backward pass costs most, and
+  unfreezing them too gained nothing measurable on the benchmark's far datasets
+  (``benchmarks/default_quality.py``: glyphs, arrows, textures, digits).
 
 ``budget="fast"`` skips the second decision (the by-size default, as near data gets).
 
 Example:
     >>> domain_for(0.01), domain_for(0.08), domain_for(0.4)
-    ('near', 'far', 'very far')
+    ('near', 'far', 'far')
     >>> unfreeze_for("far", num_train=1_300, num_blocks=16)
     10
 """
@@ -33,25 +36,30 @@ import numpy as np
 import tensorflow as tf
 
 from effnet_tl.augment import get_preset
+from effnet_tl.augment.fused import warp_affine
 from effnet_tl.train.defaults import default_unfreeze_blocks
 from effnet_tl.train.feature_cache import inference_function, run_over
 from effnet_tl.train.surgery import frozen_bottom, head_model
 
 __all__ = [
-    "FAR_ERROR",
+    "FAR_BLOCK_FRACTION",
     "NEAR_ERROR",
+    "changes_answers",
     "decide",
     "describe",
     "domain_for",
     "effective",
     "needs_decisions",
+    "probes",
+    "tolerated",
+    "transform_test",
     "unfreeze_for",
 ]
 
 #: Head validation error up to which the data counts as near ImageNet.
 NEAR_ERROR = 0.03
-#: Head validation error up to which the data counts as far (beyond: very far).
-FAR_ERROR = 0.15
+#: Share of the blocks (from the top) that fine-tuning unfreezes for far data.
+FAR_BLOCK_FRACTION = 5 / 8
 #: Peak fine-tuning rate (per 32 images of batch) when many blocks adapt to far data.
 FAR_FINETUNE_LR = 3e-4
 NEAR_FINETUNE_LR = 1e-4
@@ -59,41 +67,121 @@ AUTO_PRESET = "medium"
 
 
 def domain_for(head_error: float) -> str:
-    """``"near"``, ``"far"`` or ``"very far"`` from the head's validation error."""
-    if head_error <= NEAR_ERROR:
-        return "near"
-    return "far" if head_error <= FAR_ERROR else "very far"
+    """``"near"`` or ``"far"`` (from ImageNet) from the head's validation error."""
+    return "near" if head_error <= NEAR_ERROR else "far"
 
 
 def unfreeze_for(domain: str, *, num_train: int, num_blocks: int) -> int:
-    """Top blocks to fine-tune for a domain distance (``num_blocks``: every block)."""
+    """Top blocks to fine-tune for a domain distance."""
+    by_size = default_unfreeze_blocks(num_train, num_blocks)
     if domain == "near":
-        return default_unfreeze_blocks(num_train, num_blocks)
-    if domain == "far":
-        return max(default_unfreeze_blocks(num_train, num_blocks), math.ceil(5 * num_blocks / 8))
-    return num_blocks
+        return by_size
+    return max(by_size, math.ceil(FAR_BLOCK_FRACTION * num_blocks))
 
 
-def _accuracy(predict, features, labels) -> float:
+def _correct(predict, features, labels) -> np.ndarray:
+    """Per image: does the head's top class match the label?"""
     probabilities = np.concatenate([predict(tf.constant(features[i:i + 1024])).numpy()
                                     for i in range(0, len(features), 1024)])
-    return float(np.mean(probabilities.argmax(axis=1) == labels.argmax(axis=1)))
+    return probabilities.argmax(axis=1) == labels.argmax(axis=1)
 
 
-def flip_test(model, val_images) -> dict:
-    """The kept head's validation accuracy on the images and on their mirror images.
+def changes_answers(plain: np.ndarray, transformed: np.ndarray) -> bool:
+    """Whether a transform turns significantly more right answers wrong than wrong ones right.
 
-    ``kept`` is False when mirroring costs more than ``tolerance``: two standard errors of
-    the accuracy on this many images, at least 2 points.
+    A paired (McNemar) comparison on the same images: with ``lost`` images turned wrong and
+    ``gained`` turned right, the net loss must exceed two standard deviations of its noise,
+    ``2 * sqrt(lost + gained)``, and 2 % of the images. One unlucky image of a small
+    validation set is not evidence; a mirrored arrow pointing the other way is.
+
+    Example:
+        >>> right = np.ones(100, bool)
+        >>> changes_answers(right, np.r_[np.zeros(1, bool), np.ones(99, bool)])
+        False
+        >>> changes_answers(right, np.r_[np.zeros(30, bool), np.ones(70, bool)])
+        True
+    """
+    lost = int(np.sum(plain & ~transformed))
+    gained = int(np.sum(~plain & transformed))
+    return lost > gained and lost - gained >= max(2 * math.sqrt(lost + gained),
+                                                  0.02 * len(plain))
+
+
+def _mirror(height: int, width: int) -> list[float]:
+    return [-1.0, 0.0, width - 1.0, 0.0, 1.0, 0.0]
+
+
+def _about_centre(linear, height: int, width: int) -> list[float]:
+    """The 2x3 map (output pixel -> source pixel) of ``linear`` about the image centre."""
+    (l00, l01), (l10, l11) = linear
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    return [l00, l01, cx - l00 * cx - l01 * cy, l10, l11, cy - l10 * cx - l11 * cy]
+
+
+def _rotation(degrees: float):
+    def affine(height: int, width: int) -> list[float]:
+        angle = math.radians(degrees)
+        return _about_centre(((math.cos(angle), -math.sin(angle)),
+                              (math.sin(angle), math.cos(angle))), height, width)
+    return affine
+
+
+def _zoom(factor: float):
+    def affine(height: int, width: int) -> list[float]:  # > 1 magnifies: a smaller source
+        return _about_centre(((1 / factor, 0.0), (0.0, 1 / factor)), height, width)
+    return affine
+
+
+def probes(spec) -> dict[str, list]:
+    """The geometric transforms of ``spec`` that can change a label, each at its extremes.
+
+    Example:
+        >>> sorted(probes(get_preset("medium")))
+        ['flips', 'rotation', 'zoom']
+    """
+    found = {}
+    if spec.horizontal_flip:
+        found["flips"] = [_mirror]
+    if spec.max_rotation_degrees:
+        found["rotation"] = [_rotation(spec.max_rotation_degrees),
+                             _rotation(-spec.max_rotation_degrees)]
+    if spec.max_zoom_fraction:
+        found["zoom"] = [_zoom(1 + spec.max_zoom_fraction), _zoom(1 - spec.max_zoom_fraction)]
+    return found
+
+
+def transform_test(model, val_images, spec) -> dict[str, dict]:
+    """Which of ``spec``'s geometric transforms the data tolerates, from the trained head.
+
+    The head (trained on the plain images) classifies the validation images transformed at
+    each extreme of each transform (mirrored; rotated by +-max degrees; zoomed in and out by
+    the max fraction). A transform is ``kept`` unless one extreme :func:`changes_answers`.
+    Mirroring a digit or zooming a texture whose class is its spatial frequency changes the
+    answer, so training with it would teach the wrong label.
     """
     features = inference_function(frozen_bottom(model, None))
-    plain_x, labels = run_over(features, val_images)
-    flipped_x, _ = run_over(features, val_images.map(lambda x, y: (tf.reverse(x, axis=[2]), y)))
     predict = inference_function(head_model(model))
-    plain, flipped = _accuracy(predict, plain_x, labels), _accuracy(predict, flipped_x, labels)
-    tolerance = max(0.02, 2 * math.sqrt(max(plain * (1 - plain), 1e-4) / max(1, len(labels))))
-    return {"kept": flipped >= plain - tolerance, "val_accuracy": round(plain, 4),
-            "flipped_val_accuracy": round(flipped, 4), "tolerance": round(tolerance, 4)}
+    plain_x, labels = run_over(features, val_images)
+    plain = _correct(predict, plain_x, labels)
+    results = {}
+    for name, extremes in probes(spec).items():
+        outcomes = []
+        for make_affine in extremes:
+            def warp(x, y, make_affine=make_affine):
+                affine = tf.constant(make_affine(x.shape[1], x.shape[2]), tf.float32)
+                batch = tf.tile(affine[None], [tf.shape(x)[0], 1])
+                return warp_affine(x, batch, interpolation=spec.interpolation,
+                                   fill_mode=spec.fill_mode), y
+            outcomes.append(_correct(predict, run_over(features, val_images.map(warp))[0],
+                                     labels))
+        worst = min(outcomes, key=np.mean)
+        results[name] = {
+            "kept": not any(changes_answers(plain, outcome) for outcome in outcomes),
+            "val_accuracy": round(float(np.mean(plain)), 4),
+            "transformed_val_accuracy": round(float(np.mean(worst)), 4),
+            "turned_wrong": int(np.sum(plain & ~worst)),
+            "turned_right": int(np.sum(~plain & worst))}
+    return results
 
 
 def needs_decisions(settings) -> bool:
@@ -105,7 +193,7 @@ def decide(settings, model, data, head_rows: list[dict], *, num_blocks: int) -> 
     """The decisions for what ``settings`` leaves to the data (empty when nothing is)."""
     decisions: dict = {}
     if settings.data.augment == "auto":
-        decisions["flips"] = flip_test(model, data.val_images)
+        decisions.update(transform_test(model, data.val_images, get_preset(AUTO_PRESET)))
     if settings.recipe.unfreeze_blocks is None:
         accuracy = max((row["val_accuracy"] for row in head_rows
                         if isinstance(row.get("val_accuracy"), float)), default=None)
@@ -132,9 +220,7 @@ def effective(settings, decisions: dict | None):
     decisions = decisions or {}
     data, recipe = settings.data, settings.recipe
     if data.augment == "auto":
-        keep = decisions.get("flips", {}).get("kept", True)
-        data = dataclasses.replace(data, augment=dataclasses.replace(
-            get_preset(AUTO_PRESET), horizontal_flip=keep and get_preset(AUTO_PRESET).horizontal_flip))
+        data = dataclasses.replace(data, augment=tolerated(get_preset(AUTO_PRESET), decisions))
     if recipe.unfreeze_blocks is None and "unfreeze_blocks" in decisions:
         recipe = dataclasses.replace(
             recipe, unfreeze_blocks=decisions["unfreeze_blocks"],
@@ -143,14 +229,33 @@ def effective(settings, decisions: dict | None):
     return dataclasses.replace(settings, data=data, recipe=recipe)
 
 
+def tolerated(spec, decisions: dict):
+    """``spec`` without the transforms the data's decisions turned off.
+
+    Example:
+        >>> spec = tolerated(get_preset("medium"), {"zoom": {"kept": False}})
+        >>> spec.max_zoom_fraction, spec.max_rotation_degrees, spec.horizontal_flip
+        (0.0, 15.0, True)
+    """
+    off = {name for name in _TRANSFORM_FIELDS if not decisions.get(name, {}).get("kept", True)}
+    return dataclasses.replace(spec, **{_TRANSFORM_FIELDS[name]: _OFF[name] for name in off})
+
+
+_TRANSFORM_FIELDS = {"flips": "horizontal_flip", "rotation": "max_rotation_degrees",
+                     "zoom": "max_zoom_fraction"}
+_OFF = {"flips": False, "rotation": 0.0, "zoom": 0.0}
+_WORDING = {"flips": "left-right flips", "rotation": "rotation", "zoom": "zoom"}
+
+
 def describe(decisions: dict) -> str:
     """One log line's worth of the decisions."""
     parts = []
-    if "flips" in decisions:
-        flips = decisions["flips"]
-        parts.append(f"left-right flips {'kept' if flips['kept'] else 'OFF'} (head accuracy "
-                     f"{flips['val_accuracy']:.3f} on validation, {flips['flipped_val_accuracy']:.3f}"
-                     f" mirrored)")
+    for name in _TRANSFORM_FIELDS:
+        if name in decisions:
+            probe = decisions[name]
+            parts.append(f"{_WORDING[name]} {'kept' if probe['kept'] else 'OFF'} (head accuracy "
+                         f"{probe['val_accuracy']:.3f} on validation, "
+                         f"{probe['transformed_val_accuracy']:.3f} transformed)")
     if "domain" in decisions:
         domain = decisions["domain"]
         accuracy = domain["head_val_accuracy"]

@@ -54,11 +54,12 @@ def _faint_stripes(root: Path, per_class=16, size=64, seed=0) -> Path:
 
 
 def test_rules_order_domains_and_depth():
-    assert [domain_for(e) for e in (0.0, 0.03, 0.031, 0.15, 0.2)] == [
-        "near", "near", "far", "far", "very far"]
-    near, far, very_far = (unfreeze_for(d, num_train=500, num_blocks=16)
-                           for d in ("near", "far", "very far"))
-    assert near == default_unfreeze_blocks(500, 16) < far < very_far == 16
+    assert [domain_for(e) for e in (0.0, 0.03, 0.031, 0.4)] == ["near", "near", "far", "far"]
+    near, far = (unfreeze_for(d, num_train=500, num_blocks=16) for d in ("near", "far"))
+    assert near == default_unfreeze_blocks(500, 16) == 2 and far == 10
+    # Large data already unfreezes more by size; far data never gets less than that.
+    assert unfreeze_for("far", num_train=50_000, num_blocks=16) == 10
+    assert unfreeze_for("far", num_train=50_000, num_blocks=40) == 25
 
 
 def test_mirror_sensitive_labels_turn_flips_off(tmp_path):
@@ -66,7 +67,7 @@ def test_mirror_sensitive_labels_turn_flips_off(tmp_path):
     result = fit(data, 2, run_dir=tmp_path / "run", **TINY_FIT)
     flips = result.metrics["decisions"]["flips"]
     assert flips["kept"] is False, flips
-    assert flips["flipped_val_accuracy"] < flips["val_accuracy"] - 0.3
+    assert flips["transformed_val_accuracy"] < flips["val_accuracy"] - 0.3
     config = json.loads(result.paths.config.read_text())
     assert config["decisions"]["flips"]["kept"] is False
     assert config["settings"]["data"]["augment"] == "auto"  # as asked; the decision beside it
@@ -84,10 +85,35 @@ def test_far_domain_unfreezes_more(tmp_path):
     data = _faint_stripes(tmp_path / "stripes")
     result = fit(data, 3, run_dir=tmp_path / "run", **TINY_FIT)
     decisions = result.metrics["decisions"]
-    assert decisions["domain"]["name"] in ("far", "very far"), decisions
+    assert decisions["domain"]["name"] == "far", decisions
     assert decisions["unfreeze_blocks"] > default_unfreeze_blocks(36, LITE0_BLOCKS)
     phases = json.loads(result.paths.phases.read_text())
     assert phases["decisions"] == decisions  # a resumed run reuses them
+
+
+def _gratings(root: Path, per_class=24, size=64, seed=0) -> Path:
+    """Two classes told apart by spatial frequency alone (8 vs 12 cycles per image width), at
+    random orientation and phase: mirroring and rotating keep the class, zooming does not."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    for label, cycles in (("coarse", 8.0), ("fine", 12.0)):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            theta = rng.uniform(0, np.pi)
+            wave = np.sin(2 * np.pi * cycles * (xx * np.cos(theta) + yy * np.sin(theta))
+                          + rng.uniform(0, 2 * np.pi))
+            grey = np.clip(128 + 100 * wave, 0, 255).astype(np.uint8)
+            Image.fromarray(np.stack([grey] * 3, axis=-1)).save(root / label / f"{i:03d}.png")
+    return root
+
+
+def test_frequency_classes_turn_zoom_off_and_keep_flips_and_rotation(tmp_path):
+    result = fit(_gratings(tmp_path / "gratings"), 2, run_dir=tmp_path / "run", **TINY_FIT)
+    decisions = result.metrics["decisions"]
+    assert decisions["zoom"]["kept"] is False, decisions
+    assert decisions["flips"]["kept"] is True and decisions["rotation"]["kept"] is True, decisions
+    config = json.loads(result.paths.config.read_text())
+    assert config["decisions"]["zoom"] == decisions["zoom"]
 
 
 def test_explicit_settings_win(tmp_path):
