@@ -44,12 +44,14 @@ from effnet_tl.train.surgery import frozen_bottom, head_model
 __all__ = [
     "FAR_BLOCK_FRACTION",
     "NEAR_ERROR",
+    "PROBE_IMAGES",
     "changes_answers",
     "decide",
     "describe",
     "domain_for",
     "effective",
     "needs_decisions",
+    "probe_images",
     "probes",
     "tolerated",
     "transform_test",
@@ -63,6 +65,8 @@ FAR_BLOCK_FRACTION = 5 / 8
 #: Peak fine-tuning rate (per 32 images of batch) when many blocks adapt to far data.
 FAR_FINETUNE_LR = 3e-4
 NEAR_FINETUNE_LR = 1e-4
+#: Validation images the transform probes classify, at most (5 passes of the frozen backbone).
+PROBE_IMAGES = 1000
 AUTO_PRESET = "medium"
 
 
@@ -184,6 +188,15 @@ def transform_test(model, val_images, spec) -> dict[str, dict]:
     return results
 
 
+def probe_images(val_images: tf.data.Dataset, num_val: int) -> tf.data.Dataset:
+    """The validation batches, or every k-th image when there are more than
+    :data:`PROBE_IMAGES` (each probe is a pass through the frozen backbone)."""
+    step = math.ceil(num_val / PROBE_IMAGES)
+    if step <= 1:
+        return val_images
+    return val_images.unbatch().shard(step, 0).batch(128)
+
+
 def needs_decisions(settings) -> bool:
     """Whether resolved ``settings`` leave anything to decide after the head phase."""
     return settings.data.augment == "auto" or settings.recipe.unfreeze_blocks is None
@@ -193,7 +206,8 @@ def decide(settings, model, data, head_rows: list[dict], *, num_blocks: int) -> 
     """The decisions for what ``settings`` leaves to the data (empty when nothing is)."""
     decisions: dict = {}
     if settings.data.augment == "auto":
-        decisions.update(transform_test(model, data.val_images, get_preset(AUTO_PRESET)))
+        decisions.update(transform_test(model, probe_images(data.val_images, data.num_val),
+                                        get_preset(AUTO_PRESET)))
     if settings.recipe.unfreeze_blocks is None:
         accuracy = max((row["val_accuracy"] for row in head_rows
                         if isinstance(row.get("val_accuracy"), float)), default=None)

@@ -132,3 +132,16 @@ def test_a_time_budget_ends_each_phase_after_the_epoch_that_uses_it_up(tmp_path)
     for phase in ("head", "finetune"):
         assert "the time budget ends" in result.metrics["stopped_early"][phase]["reason"]
     assert result.paths.model.exists() and result.val_accuracy is not None
+
+
+def test_probes_look_at_every_kth_validation_image_beyond_the_cap():
+    import tensorflow as tf
+
+    from effnet_tl.train.adaptive import PROBE_IMAGES, probe_images
+
+    images = tf.zeros([2500, 2, 2, 3])
+    labels = tf.range(2500)
+    val = tf.data.Dataset.from_tensor_slices((images, labels)).batch(64)
+    kept = np.concatenate([y.numpy() for _, y in probe_images(val, 2500)])
+    assert len(kept) <= PROBE_IMAGES and np.all(np.diff(kept) == 3) and kept[0] == 0
+    assert probe_images(val, 900) is val
