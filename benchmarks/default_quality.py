@@ -773,9 +773,9 @@ def markdown_table(results: dict) -> str:
             return "-"
         return f"{label}{100 * record['accuracy']:.1f} % / {record['seconds']:.0f} s"
 
-    lines = ["| dataset (test differs by) | default `fit` | best grid config | plain-Keras full "
-             "FT | logistic regression | keras.io recipe | default vs best grid |",
-             "|---|---|---|---|---|---|---|"]
+    header = ("| dataset (test differs by) | default `fit` | best grid config | plain-Keras full "
+              "FT | logistic regression | keras.io recipe | default vs best grid |")
+    lines = [header, "|---|---|---|---|---|---|---|"]
     for name, entry in results["datasets"].items():
         methods, best, summary = entry["methods"], entry["best_grid"], entry["summary"]
         sizes = entry["sizes"]
