@@ -30,8 +30,11 @@ _EXPORTS = {
     "Predictions": "effnet_tl.train.run",
     "load_run": "effnet_tl.train.run",
     "find_lr": "effnet_tl.train.lr_finder",
+    # using a trained model
+    "evaluate": "effnet_tl.inference.evaluate",
 }
-_SUBMODULES = ("augment", "data", "layers", "models", "report", "train")
+_SUBMODULES = ("augment", "data", "export", "inference", "layers", "models", "report", "scaling",
+               "train")
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
 

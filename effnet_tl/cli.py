@@ -2,6 +2,8 @@
 
     effnet-tl fit DATASET_DIR --num-classes N [--variant lite0] [--image-size 224] ...
     effnet-tl demo [--work-dir DIR]        # the README's quick start (digits, Lite0, offline)
+    effnet-tl doctor DATA | predict RUN IMAGE... | evaluate RUN DATA | export RUN --format F
+    effnet-tl variants [NAME...] | scale --phi X   # (effnet_tl.commands: one module each)
 
 ``fit``'s flags are derived from the settings dataclasses (:mod:`effnet_tl.train.settings`):
 a field there is a flag here, with its description and default in ``--help``. TensorFlow starts
@@ -28,10 +30,14 @@ import json
 import sys
 import tempfile
 import time
+from importlib import import_module
 from pathlib import Path
 
 import numpy as np
 
+# Defined beside the subcommands so that `python -m effnet_tl.cli` (this file as __main__)
+# and the subcommands raise and catch one class.
+from effnet_tl.commands.common import UsageError
 
 # --------------------------------------------------------------------------- demo
 
@@ -113,10 +119,6 @@ def _demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- command
 
 USAGE_ERROR, FAILURE, INTERRUPTED = 2, 1, 130
-
-
-class UsageError(ValueError):
-    """A bad argument value, found before any data is read (exit status 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -281,7 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=effnet_tl.__version__,
                         help="print the version and exit")
     _add_debug(parser)
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{fit,demo}")
+    from effnet_tl.commands import COMMANDS
+
+    commands = parser.add_subparsers(dest="command", required=True,
+                                     metavar="{" + ",".join(["fit", "demo", *COMMANDS]) + "}")
 
     fit = commands.add_parser(
         "fit", help="two-phase fine-tuning of a folder of images; writes runs/<name>/",
@@ -302,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="The README's quick start: writes the digits as PNG files, fine-tunes "
         "Lite0 and compares it with logistic regression on the raw pixels.")
     _add_demo_options(demo)
+    for module in COMMANDS.values():
+        _add_debug(import_module(module).add_parser(commands))
     return parser
 
 
@@ -366,7 +373,7 @@ def _error_line(error: BaseException, command: str | None) -> tuple[str, int]:
         return error.message("--overwrite"), FAILURE
     if isinstance(error, KeyboardInterrupt):
         return "interrupted" + ("; rerun the same command to continue after the last finished "
-                                "epoch" if command == "fit" else ""), INTERRUPTED
+                                "epoch" if command in ("fit", "scale-search") else ""), INTERRUPTED
     if isinstance(error, (MemoryError, _loaded("tensorflow.python.framework.errors_impl",
                                                "ResourceExhaustedError"))):
         return (f"out of memory ({_first_line(error)[:200]}); try a smaller --batch-size or "
@@ -406,7 +413,11 @@ def main(argv=None) -> int:
             quiet_tensorflow()  # before anything imports TensorFlow (the settings do)
             _python_warnings_on_one_line()
         args = build_parser().parse_args(argv)
-        return _demo(args) if args.command == "demo" else _fit(args)
+        if args.command in ("fit", "demo"):
+            return _demo(args) if args.command == "demo" else _fit(args)
+        from effnet_tl.commands import COMMANDS
+
+        return import_module(COMMANDS[args.command]).run(args)
     except (Exception, KeyboardInterrupt) as error:
         if debug:
             raise

@@ -70,15 +70,20 @@ class ImageNormalization(keras.layers.Layer):
             # Unused in the computation; kept so the weight layout matches the V1 files.
             self.count = self.add_weight(
                 name="count", shape=(), trainable=False, initializer="zeros", dtype="int64")
-        else:
-            self.mean = ops.convert_to_tensor(self.mean_values)
-            self.variance = ops.convert_to_tensor(self.variance_values)
 
     def call(self, inputs):
         x = ops.cast(inputs, self.compute_dtype)
-        mean = ops.cast(self.mean, self.compute_dtype)
+        if self.statistics_as_weights:
+            mean, variance = self.mean, self.variance
+        else:
+            # Constants made here, inside the traced graph: tensors made eagerly in build()
+            # are captured as graph inputs, which ONNX export (tf2onnx) turns into extra
+            # required model inputs.
+            mean, variance = self.mean_values, self.variance_values
+        mean = ops.cast(ops.convert_to_tensor(mean), self.compute_dtype)
         # As keras.layers.Normalization: never divide by less than epsilon.
-        stddev = ops.maximum(ops.sqrt(ops.cast(self.variance, self.compute_dtype)),
+        stddev = ops.maximum(ops.sqrt(ops.cast(ops.convert_to_tensor(variance),
+                                               self.compute_dtype)),
                              keras.backend.epsilon())
         return (x * self.scale - mean) / stddev
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from effnet_tl.models import get_variant
+from effnet_tl.models import VariantSpec, get_variant
 from effnet_tl.models.efficientnet import scaled_stage_layout, top_filters
 from effnet_tl.train.settings import FitOptions
 
@@ -218,7 +218,9 @@ def resolve(options: FitOptions, facts: DataFacts) -> FitOptions:
     return dataclasses.replace(
         options,
         model=dataclasses.replace(
-            model, variant=spec.name, image_size=image_size,
+            # A custom spec stays a spec (its name alone could not rebuild it).
+            model, variant=model.variant if isinstance(model.variant, VariantSpec) else spec.name,
+            image_size=image_size,
             dropout_rate=spec.dropout_rate if model.dropout_rate is None else model.dropout_rate,
             mixed_precision=model.mixed_precision or facts.device_policy),
         data=dataclasses.replace(data, batch_size=batch_size, class_weight=class_weight),

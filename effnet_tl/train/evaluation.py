@@ -21,7 +21,7 @@ from effnet_tl.report import (
 from effnet_tl.train.callbacks import read_history
 from effnet_tl.train.feature_cache import inference_function
 
-__all__ = ["evaluate_splits", "write_plots"]
+__all__ = ["evaluate_splits", "plot_report", "write_plots"]
 
 MISTAKES_SHOWN = 16
 
@@ -69,8 +69,14 @@ def write_plots(paths, reports: dict, mistakes, class_names, *, kept_epoch: int 
     paths.plots.mkdir(parents=True, exist_ok=True)
     if read_history(paths.history):
         plot_history(paths.history, paths.history_plot, kept_epoch=kept_epoch)
-    split = reports.get("test") or reports["val"]
-    plot_confusion_matrix(split["confusion_matrix"], class_names, paths.confusion_plot)
+    plot_report(reports.get("test") or reports["val"], mistakes, class_names,
+                paths.confusion_plot, paths.mistakes_plot)
+
+
+def plot_report(report: dict, mistakes, class_names, confusion_path, mistakes_path) -> None:
+    """One split's confusion matrix and its most confident mistakes (from
+    :func:`evaluate_splits`), as PNG files."""
+    plot_confusion_matrix(report["confusion_matrix"], class_names, confusion_path)
     if mistakes:
         images = np.stack([m[2] for m in mistakes])
         y_true = np.array([m[3] for m in mistakes])
@@ -78,4 +84,4 @@ def write_plots(paths, reports: dict, mistakes, class_names, *, kept_epoch: int 
     else:
         images, y_true, y_prob = np.zeros((0, 8, 8, 3)), np.zeros(0, "int64"), \
             np.zeros((0, len(class_names)))
-    plot_confident_mistakes(images, y_true, y_prob, class_names, paths.mistakes_plot)
+    plot_confident_mistakes(images, y_true, y_prob, class_names, mistakes_path)

@@ -37,19 +37,22 @@ __all__ = ["Phase", "PhaseOutcome", "plan", "run_phase"]
 @dataclasses.dataclass(frozen=True)
 class Phase:
     """One phase: ``unfreeze_blocks=0`` trains the head on a frozen backbone; ``None``: how
-    many blocks fine-tuning unfreezes is decided after the head (:mod:`~.adaptive`)."""
+    many blocks fine-tuning unfreezes is decided after the head (:mod:`~.adaptive`);
+    ``train_batch_norm``: the unfrozen BatchNorm layers train (a backbone from scratch)."""
 
     name: str
     epochs: int
     peak_lr: float | None
     unfreeze_blocks: int | None = 0
+    train_batch_norm: bool = False
 
     def make_trainable(self, model: keras.Model) -> list[str]:
         """Freeze what this phase does not train; the backbone layers left trainable."""
         if self.unfreeze_blocks == 0:
             freeze_backbone(model)
             return []
-        return set_finetune_trainable(model, self.unfreeze_blocks)
+        return set_finetune_trainable(model, self.unfreeze_blocks,
+                                      freeze_batch_norm=not self.train_batch_norm)
 
     def inputs(self, model, data, *, placement: str, epochs_trained: int):
         if self.unfreeze_blocks == 0:
@@ -62,8 +65,9 @@ class Phase:
                     + (" (its output computed once)" if data.settings.recipe.cache_features else ""))
         cached = (f" on the cached output of the frozen layers below, {data.views} view(s) of "
                   f"the training set (1 plain + {data.views - 1} augmented)" if data.views else "")
+        batch_norm = "BatchNorm trains" if self.train_batch_norm else "BatchNorm frozen"
         return (f"fine-tuning the top {self.unfreeze_blocks} blocks ({len(unfrozen)} layers from "
-                f"{unfrozen[0] if unfrozen else '-'} up; BatchNorm frozen){cached}")
+                f"{unfrozen[0] if unfrozen else '-'} up; {batch_norm}){cached}")
 
 
 def plan(settings) -> list[Phase]:
@@ -71,7 +75,9 @@ def plan(settings) -> list[Phase]:
     to unfreeze: skipped)."""
     recipe = settings.recipe
     phases = [Phase("head", recipe.head_epochs, recipe.head_lr),
-              Phase("finetune", recipe.finetune_epochs, recipe.finetune_lr, recipe.unfreeze_blocks)]
+              Phase("finetune", recipe.finetune_epochs, recipe.finetune_lr, recipe.unfreeze_blocks,
+                    # No pretrained statistics to keep: BatchNorm must learn them.
+                    train_batch_norm=settings.model.weights is None)]
     return [phase for phase in phases if phase.epochs > 0
             and (phase.name == "head" or phase.unfreeze_blocks != 0)]
 

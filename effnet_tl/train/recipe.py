@@ -270,7 +270,8 @@ def _run_root(run, dataset_dir, variant):
 
     if run.run_dir is not None:
         return Path(run.run_dir)
-    return Path(run.runs_root) / (run.name or default_run_name(dataset_dir, get_variant(variant).name))
+    name = run.name or default_run_name(dataset_dir, get_variant(variant).name)
+    return Path(run.runs_root) / name
 
 
 def _config(settings, source, num_classes, dataset_dir, strategy) -> dict:

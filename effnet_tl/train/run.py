@@ -19,6 +19,9 @@ Files in a run folder:
   it writes ``model.keras``): resume state, so rerunning the same call after a kill continues
   after the last finished epoch. Removed when the run finishes (``keep_backups=True`` keeps it).
 * ``tensorboard/`` when asked for.
+* ``export/`` (``effnet-tl export``: SavedModel, TFLite, ONNX and their ``README.md`` card) and
+  ``evaluations/<data>/`` (``effnet-tl evaluate``): written after the run; a fresh start of the
+  run removes them with the model they were made from.
 """
 
 from __future__ import annotations
@@ -104,10 +107,18 @@ class RunPaths:
     def data_report(self) -> Path:
         return self.root / "data_report.json"
 
+    @property
+    def export(self) -> Path:
+        return self.root / "export"
+
+    @property
+    def evaluations(self) -> Path:
+        return self.root / "evaluations"
+
     def owned(self) -> list[Path]:
         """Everything a run writes into its folder (what starting afresh removes)."""
         return [self.model, self.labels, self.config, self.history, self.report, self.phases,
-                self.data_report,
+                self.data_report, self.export, self.evaluations,
                 self.plots, self.tensorboard, self.backup,
                 self.history.with_name(self.history.name + ".tmp")]
 
@@ -318,12 +329,18 @@ class Predictions:
         confidences: Probability of the predicted class per image.
         probabilities: ``(N, num_classes)`` probabilities, columns in ``class_names`` order.
         class_names: The classes, in label order.
+        sources: What each row was: its file path, or ``"<array 3>"``/``"<PIL image 3>"``
+            (the position among the inputs).
+        skipped: ``(file, reason)`` for every input file that could not be read (only with
+            ``errors="skip"``; the default raises).
     """
 
     labels: list[str]
     confidences: np.ndarray
     probabilities: np.ndarray
     class_names: tuple[str, ...]
+    sources: tuple[str, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
 
     def __iter__(self):
         # ``names, probs = result.predict(images)``
@@ -379,27 +396,29 @@ class FitResult:
         shape = self.model.input_shape
         return int(shape[1]), int(shape[2])
 
-    def predict(self, images, *, batch_size: int = 64) -> Predictions:
-        """Classify images: file paths, an array ``(N, H, W, C)``/``(H, W, C)``, or a list.
+    def predict(self, images, *, batch_size: int = 64, tta: bool = False,
+                errors: str = "raise") -> Predictions:
+        """Classify images: file paths, folders (every file in them), arrays ``(N, H, W, C)`` /
+        ``(H, W, C)``, PIL images, or a list of any of these.
 
-        Pixels must be in [0, 255]; arrays that look like [0, 1] are rescaled with a warning.
+        Files are decoded, cropped and resized as the evaluation pipeline reads them. Pixels
+        must be in [0, 255]; arrays that look like [0, 1] are rescaled with a warning.
+
+        Args:
+            images: what to classify.
+            batch_size: images per forward pass.
+            tta: average the probabilities of each image and its left-right mirror; refused
+                (``ValueError``) when the run trained without left-right flips.
+            errors: ``"raise"``: a file that is not a usable image raises ``ValueError``
+                naming it; ``"skip"``: predict the others and list it in ``skipped``.
 
         Returns:
             :class:`Predictions` (unpacks as ``labels, probabilities``).
         """
-        resize = self.config.get("resize") or "center_crop"
-        batch = prepare_images(images, self.image_size, resize=resize)
-        if len(batch):
-            probabilities = np.asarray(self.model.predict(batch, batch_size=batch_size, verbose=0))
-        else:
-            probabilities = np.zeros((0, len(self.class_names)), "float32")
-        indices = probabilities.argmax(axis=1)
-        return Predictions(
-            labels=[self.class_names[i] for i in indices],
-            confidences=probabilities.max(axis=1) if len(probabilities) else np.zeros(0),
-            probabilities=probabilities,
-            class_names=tuple(self.class_names),
-        )
+        from effnet_tl.inference.predict import predict_images
+
+        return predict_images(self.model, self.class_names, self.config, images,
+                              batch_size=batch_size, tta=tta, errors=errors)
 
 
 def load_run(run_dir: str | os.PathLike) -> FitResult:
@@ -416,9 +435,22 @@ def load_run(run_dir: str | os.PathLike) -> FitResult:
     from effnet_tl.train.callbacks import read_history
 
     paths = RunPaths(Path(run_dir))
-    if not paths.model.exists():
-        raise FileNotFoundError(f"{paths.model} does not exist: is {run_dir!r} a finished run folder?")
-    model = keras.saving.load_model(paths.model, safe_mode=True)
+    if not paths.root.is_dir():
+        raise FileNotFoundError(f"run folder {str(run_dir)!r} does not exist")
+    missing = [path.name for path in (paths.model, paths.labels) if not path.exists()]
+    if missing:
+        raise FileNotFoundError(
+            f"{str(run_dir)!r} is not a finished effnet_tl run folder: no {' or '.join(missing)} "
+            "in it (effnet_tl.fit writes both when a run finishes)")
+    try:
+        model = keras.saving.load_model(paths.model, safe_mode=True)
+    except ValueError as error:
+        if "safe_mode" not in str(error):
+            raise
+        raise ValueError(
+            f"{paths.model} was refused by Keras safe mode (keras {keras.__version__}): "
+            f"{str(error).split('. ')[0]}. Loading it could run code stored in the file, so "
+            "effnet_tl never loads it; rebuild the model without that layer") from error
     return FitResult(
         model=model,
         class_names=read_labels(paths.labels),

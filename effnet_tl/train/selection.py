@@ -7,7 +7,8 @@ with the other one (``val_accuracy`` then lower ``val_loss``, or the reverse), a
 phase of a run.
 
 * :class:`KeepBest` holds the best epoch's trained weights, writes them to
-  ``backup/<phase>-best.npz`` when they improve (cheap: the trainable part only), and at
+  ``backup/<phase>-best.npz`` when they improve (cheap: the trainable part only, with the
+  moving statistics of BatchNorm layers that train from scratch), and at
   the end of the phase puts the best weights of the whole run back into the classifier
   and writes ``model.keras`` once. The next phase starts from there.
 * :class:`StopWhenStalled` is early stopping that never fires during the learning-rate
@@ -35,6 +36,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from effnet_tl.compat import sublayers
 from effnet_tl.train.callbacks import HistoryCSV, ResumeFromBackup, StopOnNonFinite, read_history
 
 __all__ = ["KeepBest", "Ranking", "StopAtDeadline", "StopWhenStalled", "resume_callbacks"]
@@ -103,6 +105,20 @@ def _load_arrays(path: Path) -> tuple[int, list[np.ndarray]] | None:
     return int(arrays[0]), arrays[1:]
 
 
+def epoch_state(model: keras.Model) -> list:
+    """The variables that make an epoch's model: the trainable weights, and the moving
+    statistics of every BatchNormalization that trains (a backbone from scratch); frozen
+    BatchNorm statistics never change, and restoring the kept epoch's weights beside the last
+    epoch's statistics would evaluate a model that never existed."""
+    variables, seen = list(model.trainable_weights), set()
+    for layer in sublayers(model):
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable \
+                and id(layer) not in seen:
+            seen.add(id(layer))
+            variables += [layer.moving_mean, layer.moving_variance]
+    return variables
+
+
 class KeepBest(keras.callbacks.Callback):
     """Keep the run's best epoch by :class:`Ranking`; write ``model.keras`` when a phase ends.
 
@@ -142,7 +158,7 @@ class KeepBest(keras.callbacks.Callback):
         self.improved, self._weights = False, None
         stored = _load_arrays(self.best_weights_path)
         if stored is not None and self.best is not None and stored[0] == self.best["epoch"]:
-            shapes = [tuple(w.shape) for w in self.model.trainable_weights]
+            shapes = [tuple(w.shape) for w in epoch_state(self.model)]
             if [a.shape for a in stored[1]] == shapes:
                 self._weights, self.improved = stored[1], True
 
@@ -153,13 +169,13 @@ class KeepBest(keras.callbacks.Callback):
         self.best = {"epoch": epoch, **{k: float(v) for k, v in (logs or {}).items()
                                         if isinstance(v, (int, float, np.floating))}}
         self.improved = True
-        self._weights = [w.numpy() for w in self.model.trainable_weights]
+        self._weights = [w.numpy() for w in epoch_state(self.model)]
         _save_arrays(self.best_weights_path, self._weights, epoch)
 
     def on_train_end(self, logs=None):
         classifier = self.classifier if self.classifier is not None else self.model
         if self.improved and self._weights is not None:
-            for variable, value in zip(self.model.trainable_weights, self._weights):
+            for variable, value in zip(epoch_state(self.model), self._weights):
                 variable.assign(value)
             classifier.save(self.model_path, overwrite=True)
         elif self.model_path.exists():

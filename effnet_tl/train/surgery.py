@@ -61,8 +61,10 @@ def finetune_boundary(model: keras.Model, unfreeze_blocks: int | str) -> str | N
     return backbone_blocks(model)[-count]
 
 
-def set_finetune_trainable(model: keras.Model, unfreeze_blocks: int | str) -> list[str]:
-    """Freeze the backbone except its top ``unfreeze_blocks`` whole blocks; BN stays frozen.
+def set_finetune_trainable(model: keras.Model, unfreeze_blocks: int | str, *,
+                           freeze_batch_norm: bool = True) -> list[str]:
+    """Freeze the backbone except its top ``unfreeze_blocks`` whole blocks; BN stays frozen
+    (unless ``freeze_batch_norm=False``).
 
     ``top_conv``/``top_bn`` are unfrozen together with any block; the head and extra blocks
     are always trainable. Every BatchNormalization (inside MBConv blocks too) gets
@@ -73,6 +75,11 @@ def set_finetune_trainable(model: keras.Model, unfreeze_blocks: int | str) -> li
         model: A model from :func:`build_classifier`.
         unfreeze_blocks: Number of blocks to unfreeze from the top (0 = head only), ``"all"``,
             or a block name (``"block6a"``): that block and everything above it.
+        freeze_batch_norm: ``False`` for a backbone trained from scratch (``weights=None``):
+            there are no pretrained statistics to keep, and a random network whose
+            BatchNorm divides by its initial unit variance passes no signal (measured: a
+            tiny variant from scratch stayed at chance with BN frozen), so the unfrozen
+            part's BatchNormalization layers train, in training mode.
 
     Returns:
         Names of the backbone layers left trainable.
@@ -84,15 +91,16 @@ def set_finetune_trainable(model: keras.Model, unfreeze_blocks: int | str) -> li
     reached = False
     for layer in base.layers:
         reached = reached or (first is not None and layer.name == first)
-        trainable = reached and bool(layer.weights) and not isinstance(
-            layer, keras.layers.BatchNormalization)
+        trainable = reached and bool(layer.weights) and not (
+            freeze_batch_norm and isinstance(layer, keras.layers.BatchNormalization))
         layer.trainable = trainable
         if trainable:
             unfrozen.append(layer.name)
-    for layer in model.layers:
-        if layer is not base:
-            _freeze_batch_norm(layer)
-    _freeze_batch_norm(base)
+    if freeze_batch_norm:
+        for layer in model.layers:
+            if layer is not base:
+                _freeze_batch_norm(layer)
+        _freeze_batch_norm(base)
     return unfrozen
 
 

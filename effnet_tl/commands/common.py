@@ -1,0 +1,54 @@
+"""What the subcommands share: progress lines on stderr, JSON on stdout, flag types."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+__all__ = ["Progress", "UsageError", "add_inference_options", "add_run_argument",
+           "print_json", "say"]
+
+
+class UsageError(ValueError):
+    """A bad argument value, found before any data is read (exit status 2)."""
+
+
+def say(line: str) -> None:
+    """One progress or warning line on stderr, ``effnet-tl: ...``."""
+    print(f"effnet-tl: {line}", file=sys.stderr, flush=True)
+
+
+def print_json(payload) -> None:
+    """The command's result on stdout, alone (``| jq`` works)."""
+    print(json.dumps(payload, indent=2, default=str))
+
+
+class Progress:
+    """``progress(done, total)`` callback: a line on stderr at most every ``every`` seconds,
+    and one at the end."""
+
+    def __init__(self, verb: str, every: float = 5.0):
+        self.verb, self.every, self.last = verb, every, time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done == total or now - self.last >= self.every:
+            self.last = now
+            say(f"{self.verb} {done}/{total} images")
+
+
+def add_run_argument(parser) -> None:
+    parser.add_argument("run", help="a finished run folder (what 'effnet-tl fit' wrote: "
+                        "model.keras, labels.json, config.json)")
+
+
+def add_inference_options(parser) -> None:
+    """``--tta`` and ``--batch-size``, as predict and evaluate take them."""
+    from effnet_tl.cli import _positive_int
+
+    parser.add_argument("--tta", action="store_true",
+                        help="average each image with its left-right mirror; refused for a "
+                             "run that trained without flips (default: off)")
+    parser.add_argument("--batch-size", type=_positive_int, default=64, metavar="N",
+                        help="images per forward pass (default: %(default)s)")
