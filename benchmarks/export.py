@@ -28,17 +28,17 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
-from effnet_tl import fit  # noqa: E402
-from effnet_tl.cli import write_digits  # noqa: E402
-from effnet_tl.export import ExportError, ExportResult, artifact_kind, export_run  # noqa: E402
-from effnet_tl.export.converters import tflite_interpreter  # noqa: E402
-from effnet_tl.export.savedmodel import BYTES_SIGNATURE, PIXELS_SIGNATURE  # noqa: E402
-from effnet_tl.inference import read_pixels  # noqa: E402
-from effnet_tl.train.feature_cache import inference_function  # noqa: E402
-from effnet_tl.train.run import read_json  # noqa: E402
+from effnet_tl import fit
+from effnet_tl.cli import write_digits
+from effnet_tl.export import ExportError, ExportResult, artifact_kind, export_run
+from effnet_tl.export.converters import tflite_interpreter
+from effnet_tl.export.savedmodel import BYTES_SIGNATURE, PIXELS_SIGNATURE
+from effnet_tl.inference import read_pixels
+from effnet_tl.train.feature_cache import inference_function
+from effnet_tl.train.run import read_json
 
 EXPORTS = [("savedmodel", None), ("tflite", None), ("tflite", "float16"), ("tflite", "int8"),
            ("onnx", None)]

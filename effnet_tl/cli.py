@@ -37,7 +37,7 @@ import numpy as np
 
 # Defined beside the subcommands so that `python -m effnet_tl.cli` (this file as __main__)
 # and the subcommands raise and catch one class.
-from effnet_tl.commands.common import UsageError
+from effnet_tl.commands.common import UsageError, comma_separated
 
 # --------------------------------------------------------------------------- demo
 
@@ -149,12 +149,7 @@ def _budget(value: str):
         return value
 
 
-def _int_list(value: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in value.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected integers separated by commas, got {value!r}") from None
+_int_list = comma_separated(int, "integers")
 
 
 def _positive_int(value: str) -> int:

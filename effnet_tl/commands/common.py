@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
 
 __all__ = ["Progress", "UsageError", "add_inference_options", "add_run_argument",
-           "print_json", "say"]
+           "comma_separated", "print_json", "say"]
 
 
 class UsageError(ValueError):
     """A bad argument value, found before any data is read (exit status 2)."""
+
+
+def comma_separated(cast, what: str):
+    """An argparse type: ``"1,2"`` -> a tuple of ``cast`` values, else a one-line error.
+
+    Example:
+        >>> comma_separated(int, "integers")("3,5")
+        (3, 5)
+    """
+    def parse(value: str) -> tuple:
+        try:
+            return tuple(cast(part) for part in value.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {what} separated by commas, got {value!r}") from None
+    return parse
 
 
 def say(line: str) -> None:

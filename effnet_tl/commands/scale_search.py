@@ -19,15 +19,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from effnet_tl.commands.common import UsageError, print_json
+from effnet_tl.commands.common import UsageError, comma_separated, print_json
 
-
-def _numbers(value: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(part) for part in value.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected numbers separated by commas, got {value!r}") from None
+_numbers = comma_separated(float, "numbers")
 
 
 def _subset(value: str) -> int | None:
