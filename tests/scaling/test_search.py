@@ -173,3 +173,45 @@ def test_coarse_shapes_do_not_force_resolution(tmp_path):
     assert max(row["accuracy"] for row in base_px) >= best - 0.15, result.format_table()
     assert max(row["accuracy"] for row in base_px) >= 0.75
     assert np.isclose(sum(row["chosen"] for row in result.table), 1)
+
+
+MIRRORED_SEARCH_SCRIPT = """
+import json, sys
+from pathlib import Path
+import tensorflow as tf
+# Two logical CPUs must be configured before TensorFlow initialises its devices.
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import effnet_tl
+from benchmarks.scale_search import coarse_bars
+from effnet_tl.models import custom_variant
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+images, labels = coarse_bars(per_class=40, size=64)
+result = effnet_tl.scaling.search(
+    (images, labels), 2, budget=2, search_dir=Path(sys.argv[1]) / "search", strategy=strategy,
+    base=custom_variant(width=0.5, depth=0.5, resolution=32), base_resolution=32, epochs=2,
+    subset=None, val_fraction=1 / 3, seed=0)
+configs = [json.loads(p.read_text()) for p in Path(sys.argv[1]).glob("search/trials/*/config.json")]
+print("RESULT" + json.dumps({"rows": len(result.table), "replicas": [c["replicas"] for c in configs],
+                             "accuracies": [row["accuracy"] for row in result.table]}))
+"""
+
+
+@pytest.mark.slow
+def test_a_search_runs_under_mirrored_strategy_on_two_cpus(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="",
+               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    completed = subprocess.run([sys.executable, "-c", MIRRORED_SEARCH_SCRIPT, str(tmp_path)],
+                               capture_output=True, text=True, env=env, timeout=600, cwd=root)
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT")]
+    assert lines, completed.stdout[-2000:] + completed.stderr[-3000:]
+    out = json.loads(lines[0][len("RESULT"):])
+    assert out["rows"] == 2 and out["replicas"] == [2, 2], out
+    assert all(0.0 <= accuracy <= 1.0 for accuracy in out["accuracies"]), out
