@@ -94,7 +94,7 @@ def changes_answers(plain: np.ndarray, transformed: np.ndarray) -> bool:
     """Whether a transform turns significantly more right answers wrong than wrong ones right.
 
     A paired (McNemar) comparison on the same images: with ``lost`` images turned wrong and
-    ``gained`` turned right, the net loss must exceed two standard deviations of its noise,
+    ``gained`` turned right, the net loss must reach two standard deviations of its noise,
     ``2 * sqrt(lost + gained)``, and 2 % of the images. One unlucky image of a small
     validation set is not evidence; a mirrored arrow pointing the other way is.
 
