@@ -37,7 +37,7 @@ import numpy as np
 
 # Defined beside the subcommands so that `python -m effnet_tl.cli` (this file as __main__)
 # and the subcommands raise and catch one class.
-from effnet_tl.commands.common import UsageError, comma_separated
+from effnet_tl.commands.common import UsageError, add_dataset_arguments, comma_separated
 
 # --------------------------------------------------------------------------- demo
 
@@ -289,11 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
         "prints a JSON summary on stdout. Rerunning the same command resumes an interrupted "
         "run or loads a finished one. Options left out are chosen as effnet_tl.fit chooses "
         "them.")
-    fit.add_argument("dataset_dir", help="a folder with one subfolder per class (or train/, "
-                     "val/, test/ folders of them), a .csv of paths and labels, or tfds:NAME")
-    fit.add_argument("--num-classes", type=_positive_int, required=True, metavar="N",
-                     help="number of classes, checked against the data before training "
-                          "(required)")
+    add_dataset_arguments(fit, "dataset_dir")
     add_settings_flags(fit)
     _add_debug(fit)
 

@@ -7,7 +7,8 @@ import json
 import sys
 import time
 
-__all__ = ["Progress", "UsageError", "add_inference_options", "add_run_argument",
+__all__ = ["Progress", "UsageError", "add_dataset_arguments", "add_inference_options",
+           "add_run_argument",
            "comma_separated", "print_json", "say"]
 
 
@@ -53,6 +54,17 @@ class Progress:
         if done == total or now - self.last >= self.every:
             self.last = now
             say(f"{self.verb} {done}/{total} images")
+
+
+def add_dataset_arguments(parser, dest: str = "dataset") -> None:
+    """The dataset positional and ``--num-classes``, as fit and scale-search take them."""
+    from effnet_tl.cli import _positive_int
+
+    parser.add_argument(dest, help="a folder with one subfolder per class (or train/, val/, "
+                        "test/ folders of them), a .csv of paths and labels, or tfds:NAME")
+    parser.add_argument("--num-classes", type=_positive_int, required=True, metavar="N",
+                        help="number of classes, checked against the data before training "
+                             "(required)")
 
 
 def add_run_argument(parser) -> None:

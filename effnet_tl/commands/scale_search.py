@@ -19,7 +19,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from effnet_tl.commands.common import UsageError, comma_separated, print_json
+from effnet_tl.commands.common import (
+    UsageError,
+    add_dataset_arguments,
+    comma_separated,
+    print_json,
+)
 
 _numbers = comma_separated(float, "numbers")
 
@@ -46,10 +51,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "the best held-out accuracy wins (ties within one standard error: the most accurate per "
         "multiply-add). Prints the trial table on stderr and a JSON summary on stdout; rerunning "
         "the same command loads finished trials.")
-    parser.add_argument("dataset", help="a folder with one subfolder per class (or train/, "
-                        "val/, test/ folders of them), a .csv of paths and labels, or tfds:NAME")
-    parser.add_argument("--num-classes", type=_positive_int, required=True, metavar="N",
-                        help="number of classes, checked against the data (required)")
+    add_dataset_arguments(parser)
     parser.add_argument("--budget", type=_positive_int, default=defaults.budget, metavar="N",
                         help="candidates to train, one short trial each (default: %(default)s)")
     for name, grows in (("alpha", "depth"), ("beta", "width"), ("gamma", "resolution")):
