@@ -362,6 +362,8 @@ def _error_line(error: BaseException, command: str | None) -> tuple[str, int]:
         return _one_line(error), USAGE_ERROR
     if isinstance(error, _loaded("effnet_tl.train.run", "RunFolderConflict")):
         return error.message("--overwrite"), FAILURE
+    if isinstance(error, _loaded("effnet_tl.train.cluster", "WorkerLost")):
+        return str(error), FAILURE
     if isinstance(error, KeyboardInterrupt):
         return "interrupted" + ("; rerun the same command to continue after the last finished "
                                 "epoch" if command in ("fit", "scale-search") else ""), INTERRUPTED

@@ -14,4 +14,5 @@ COMMANDS = {
     "variants": "effnet_tl.commands.variants",
     "scale": "effnet_tl.commands.scale",
     "scale-search": "effnet_tl.commands.scale_search",
+    "launch": "effnet_tl.commands.launch",
 }

@@ -28,6 +28,7 @@ import keras
 import tensorflow as tf
 
 from effnet_tl import compat
+from effnet_tl.train.cluster import any_worker
 from effnet_tl.train.step import (
     LossFn,
     _local_batch_size,
@@ -148,6 +149,8 @@ def distributed_fit(
     initial_epoch: int = 0,
     steps_per_epoch: int | None = None,
     validation_steps: int | None = None,
+    class_weight: dict[int, float] | None = None,
+    per_worker_datasets: bool = False,
     verbose: int = 1,
 ) -> keras.callbacks.History:
     """Train ``model`` with a custom ``strategy.run`` loop; a ``model.fit`` for any strategy.
@@ -157,7 +160,8 @@ def distributed_fit(
     come from ``model.compile`` (``loss`` overrides the latter). Keras callbacks work as in
     ``fit``: ``model.stop_training`` stops, and ``BackupAndRestore`` resumes at its epoch.
     With several workers give every worker the same ``steps_per_epoch`` (and a repeated
-    dataset) so that all of them run the same number of collective steps.
+    dataset) so that all of them run the same number of collective steps; a stop asked for
+    by any worker's callbacks at the end of an epoch stops every worker.
 
     Args:
         model: A built, compiled Keras model (created under ``strategy.scope()``).
@@ -172,6 +176,11 @@ def distributed_fit(
         initial_epoch: Epoch to start from (``BackupAndRestore`` may move it forward).
         steps_per_epoch: Batches per epoch; ``None`` runs until the dataset is exhausted.
         validation_steps: Batches per validation; ``None`` runs the whole dataset.
+        class_weight: ``{class index: weight}``, applied as per-example weights (one-hot
+            labels), as ``model.fit`` does.
+        per_worker_datasets: The datasets are this worker's own shard in *per-replica*
+            batches (each worker reads only its files), not global batches for the strategy
+            to split.
         verbose: 0 silent, 1 progress bar, 2 one line per epoch.
 
     Returns:
@@ -188,11 +197,20 @@ def distributed_fit(
     runner = _DistributedRunner(
         model, strategy=strategy, loss_fn=loss_fn, metrics=metrics, optimizer=model.optimizer
     )
+    if class_weight:
+        num_classes = int(train_dataset.element_spec[1].shape[-1])
+        train_dataset = train_dataset.map(_class_weighting(class_weight, num_classes))
+
+    def distribute(dataset):
+        if per_worker_datasets:
+            return strategy.distribute_datasets_from_function(lambda context: dataset)
+        return strategy.experimental_distribute_dataset(dataset)
+
     eval_runner = None
     if validation_dataset is not None:
         eval_runner = _DistributedRunner(model, strategy=strategy, loss_fn=loss_fn, metrics=metrics)
-        distributed_validation = strategy.experimental_distribute_dataset(validation_dataset)
-    distributed_train = strategy.experimental_distribute_dataset(train_dataset)
+        distributed_validation = distribute(validation_dataset)
+    distributed_train = distribute(train_dataset)
 
     callback_list = keras.callbacks.CallbackList(
         list(callbacks),
@@ -229,10 +247,24 @@ def distributed_fit(
             )
         callback_list.on_epoch_end(epoch, epoch_logs)
         logs = epoch_logs
+        # Stopping is a decision of all workers: one that stops alone leaves the others
+        # waiting in their next collective step.
+        model.stop_training = any_worker(strategy, model.stop_training)
         if model.stop_training:
             break
     callback_list.on_train_end(logs)
     return model.history
+
+
+def _class_weighting(class_weight: dict, num_classes: int):
+    weights = {int(k): float(v) for k, v in class_weight.items()}
+    table = tf.constant([weights.get(i, 1.0) for i in range(num_classes)], tf.float32)
+
+    def weigh(x, y, *sample_weight):
+        weights = tf.gather(table, tf.argmax(y, axis=-1))
+        return x, y, weights * sample_weight[0] if sample_weight else weights
+
+    return weigh
 
 
 def _evaluate_with(runner, distributed_dataset, steps, prefix=""):

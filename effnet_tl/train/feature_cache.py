@@ -81,7 +81,7 @@ def batched(arrays: tuple[np.ndarray, np.ndarray], batch_size: int, *,
 
 
 def views_dataset(views, *, batch_size: int, seed: int, skip_epochs: int = 0,
-                  drop_remainder: bool = False) -> tf.data.Dataset:
+                  drop_remainder: bool = False, steps: int | None = None) -> tf.data.Dataset:
     """An endless dataset whose epoch ``e`` is view ``e mod len(views)``, reshuffled each time.
 
     Fit it with ``steps_per_epoch = ceil(len(view) / batch_size)`` (``floor`` with
@@ -94,6 +94,8 @@ def views_dataset(views, *, batch_size: int, seed: int, skip_epochs: int = 0,
         skip_epochs: Epochs already trained (a resumed run continues with the right view).
         drop_remainder: Whole batches only (several replicas); reshuffling leaves out other
             examples each epoch.
+        steps: Batches per epoch when every view must give exactly that many (several
+            workers, whose shards differ by an image, run equal epochs); default: all.
     """
     sizes = {len(x) for x, _ in views}
     if len(sizes) != 1:
@@ -106,11 +108,13 @@ def views_dataset(views, *, batch_size: int, seed: int, skip_epochs: int = 0,
         tf.data.Dataset.from_tensor_slices((x, y))
         .shuffle(len(x), seed=seed + k, reshuffle_each_iteration=True)
         .batch(batch_size, drop_remainder=drop_remainder)
+        .take(-1 if steps is None else steps)
         for k, (x, y) in enumerate(views)
     ]
     dataset = functools.reduce(tf.data.Dataset.concatenate, datasets).repeat()
     if skip_epochs:
-        steps = size // batch_size if drop_remainder else math.ceil(size / batch_size)
+        if steps is None:
+            steps = size // batch_size if drop_remainder else math.ceil(size / batch_size)
         dataset = dataset.skip(skip_epochs * steps)
     return dataset.prefetch(tf.data.AUTOTUNE)
 

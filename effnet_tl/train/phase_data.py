@@ -11,7 +11,10 @@
   view ``e mod K``, see :mod:`effnet_tl.train.feature_cache`), or augmented images.
 
 With several replicas every epoch trains and validates on whole global batches
-(:func:`~effnet_tl.train.defaults.validation_batch_size` says why).
+(:func:`~effnet_tl.train.defaults.validation_batch_size` says why). With several workers
+(:mod:`~effnet_tl.train.cluster`) each one reads, caches and trains on its own files only,
+in per-replica batches, for the same number of steps as every other worker; the decisions and
+the report still see the whole validation split.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import tensorflow as tf
 
 from effnet_tl.augment import augment_dataset, augmentation_off
 from effnet_tl.data import make_dataset
+from effnet_tl.train.cluster import Worker, shard_examples, steps_per_worker
 from effnet_tl.train.defaults import (
     default_finetune_views,
     inference_batch_size,
@@ -98,6 +102,8 @@ class PhaseData:
         settings: Resolved :class:`~effnet_tl.train.settings.FitOptions`.
         model: The classifier (read only: where fine-tuning cuts it).
         replicas: Replicas in sync (several: whole global batches only).
+        worker: This process's place among several workers: it trains on its own shard of
+            the files (``Worker()``: one process reads everything).
         in_model_augment: Augmentation runs inside the model (accelerator placement); the
             cached passes would miss it, so fine-tuning trains on images.
         finetune_pending: Fine-tuning will run in this call (decides its cache up front, so
@@ -105,7 +111,7 @@ class PhaseData:
     """
 
     def __init__(self, source, settings, *, model, replicas: int, in_model_augment: bool,
-                 finetune_pending: bool):
+                 finetune_pending: bool, worker: Worker = Worker()):
         self.source, self.settings = source, settings
         data = settings.data
         self.image_size = settings.model.image_size
@@ -118,14 +124,33 @@ class PhaseData:
             math.ceil(self.num_val / self.val_batch)
         self.steps = max(1, self.num_train // self.batch_size) if self.whole else \
             max(1, math.ceil(self.num_train / self.batch_size))
+        # What this process's training datasets hold: everything in global batches, or (several
+        # workers) its own files in per-replica batches, which the strategy gathers per step.
+        self.sharded = worker.count > 1
+        self.train_examples = shard_examples(source.train, worker)
+        self.train_batch, self.epoch_val_batch = self.batch_size, self.val_batch
+        if self.sharded:
+            self.train_batch = self.batch_size // replicas
+            self.epoch_val_batch = self.val_batch // replicas
+            local_replicas = replicas // worker.count
+            self.steps = steps_per_worker(num_examples=self.num_train, workers=worker.count,
+                                          per_worker_batch=self.train_batch * local_replicas)
+            self.val_steps = steps_per_worker(
+                num_examples=self.num_val, workers=worker.count,
+                per_worker_batch=self.epoch_val_batch * local_replicas)
         # The probe reads one batch of an uncached pipeline: a partly read cache is discarded
         # (with a TensorFlow warning) and would be filled again anyway.
         self.pixel_action = self._check_pixels(
-            self._images(source.train, training=False, cache=None))
+            self._images(self.train_examples, training=False, cache=None))
         self.plain_train = self._rescaled(
-            self._images(source.train, training=False, batch_size=self.big_batch))
+            self._images(self.train_examples, training=False, batch_size=self.big_batch))
+        # The whole validation split: the data's decisions and the report read it.
         self.val_images = self._rescaled(
             self._images(source.val, training=False, batch_size=self.big_batch))
+        # What the per-epoch validation reads: this worker's share.
+        self.epoch_val_images = self._rescaled(self._images(
+            shard_examples(source.val, worker), training=False, batch_size=self.big_batch)) \
+            if self.sharded else self.val_images
         self.in_model_augment = in_model_augment
         self._below: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._cache_megabytes: float | None = None
@@ -192,7 +217,8 @@ class PhaseData:
 
     def validation_images(self):
         """Per-epoch validation on images: endless, ``self.val_steps`` batches an epoch."""
-        return self.val_images.rebatch(self.val_batch, drop_remainder=self.whole).repeat()
+        return self.epoch_val_images.rebatch(self.epoch_val_batch,
+                                             drop_remainder=self.whole).repeat()
 
     def evaluation_images(self, examples):
         """Un-augmented, centre-cropped batches of another split (the report's test set)."""
@@ -205,7 +231,8 @@ class PhaseData:
         unknown (it skips a file that fails to decode rather than stopping the epoch), and
         Keras warns "ran out of data" at the end of the first epoch of such a dataset.
         """
-        images = self._rescaled(self._images(self.source.train, training=True, shuffle=True,
+        images = self._rescaled(self._images(self.train_examples, training=True, shuffle=True,
+                                             batch_size=self.train_batch,
                                              drop_remainder=self.whole))
         return self._augmented(images, images_read=self.num_train * epochs,
                                seed=self.settings.data.seed, placement=placement).repeat()
@@ -213,7 +240,7 @@ class PhaseData:
     def _augmented_pass(self, view: int):
         """The training set once, in order, augmented with view ``view``'s own seed."""
         seed = self.settings.data.seed + view
-        images = self._images(self.source.train, training=True, batch_size=self.big_batch,
+        images = self._images(self.train_examples, training=True, batch_size=self.big_batch,
                               seed=seed)
         return self._augmented(self._rescaled(images), images_read=self.num_train, seed=seed)
 
@@ -221,7 +248,7 @@ class PhaseData:
 
     def _below_boundary(self, split: str):
         if split not in self._below:
-            dataset = self.plain_train if split == "train" else self.val_images
+            dataset = self.plain_train if split == "train" else self.epoch_val_images
             self._below[split] = run_over(self._run_bottom, dataset)
         return self._below[split]
 
@@ -252,15 +279,18 @@ class PhaseData:
             val = run_over(to_head, batched(self._below_boundary("val"), self.big_batch))
         else:
             pooled = inference_function(frozen_bottom(model, None))
-            train, val = run_over(pooled, self.plain_train), run_over(pooled, self.val_images)
+            train = run_over(pooled, self.plain_train)
+            val = run_over(pooled, self.epoch_val_images)
         self.timings["feature_extraction"] = round(time.perf_counter() - started, 2)
         seed = self.settings.data.seed
         train_data = (tf.data.Dataset.from_tensor_slices(train)
                       .shuffle(len(train[0]), seed=seed, reshuffle_each_iteration=True)
-                      .batch(self.batch_size, drop_remainder=self.whole)
-                      .prefetch(tf.data.AUTOTUNE))
-        return PhaseInputs(head_model(model), train_data,
-                           batched(val, self.val_batch, drop_remainder=self.whole))
+                      .batch(self.train_batch, drop_remainder=self.whole))
+        val_data = batched(val, self.epoch_val_batch, drop_remainder=self.whole)
+        if self.sharded:  # every worker runs the same steps: endless, counted epochs
+            return PhaseInputs(head_model(model), train_data.repeat().prefetch(tf.data.AUTOTUNE),
+                               val_data.repeat(), self.steps, self.val_steps)
+        return PhaseInputs(head_model(model), train_data.prefetch(tf.data.AUTOTUNE), val_data)
 
     def finetune(self, model, *, placement: str, epochs_trained: int) -> PhaseInputs:
         """Fine-tuning: cached views below the boundary, or augmented images.
@@ -275,10 +305,14 @@ class PhaseData:
         started = time.perf_counter()
         views = [self._below_boundary("train")] + [
             run_over(self._run_bottom, self._augmented_pass(view)) for view in range(1, self.views)]
-        train = views_dataset(views, batch_size=self.batch_size, seed=self.settings.data.seed,
-                              skip_epochs=epochs_trained, drop_remainder=self.whole)
+        train = views_dataset(views, batch_size=self.train_batch, seed=self.settings.data.seed,
+                              skip_epochs=epochs_trained, drop_remainder=self.whole,
+                              steps=self.steps if self.sharded else None)
         cached_val = self._below_boundary("val")
         self.timings["finetune_features"] = round(time.perf_counter() - started, 2)
         self._cache_megabytes = round(sum(x.nbytes for x, _ in [*views, cached_val]) / 2**20, 1)
-        val = batched(cached_val, self.val_batch, drop_remainder=self.whole)
+        val = batched(cached_val, self.epoch_val_batch, drop_remainder=self.whole)
+        if self.sharded:
+            return PhaseInputs(head_model(model, self.boundary), train, val.repeat(),
+                               self.steps, self.val_steps)
         return PhaseInputs(head_model(model, self.boundary), train, val, steps=self.steps)

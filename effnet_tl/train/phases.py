@@ -22,10 +22,13 @@ import dataclasses
 import time
 
 import keras
+import tensorflow as tf
 
 from effnet_tl.classifier import target_loss
 from effnet_tl.train.callbacks import read_history, summarize_stop
+from effnet_tl.train.cluster import is_multi_worker
 from effnet_tl.train.defaults import warmup_epochs
+from effnet_tl.train.distributed import distributed_fit
 from effnet_tl.train.schedules import WarmupCosine
 from effnet_tl.train.selection import StopAtDeadline, StopWhenStalled, resume_callbacks
 from effnet_tl.train.step import SharedStepModel
@@ -139,11 +142,20 @@ def run_phase(phase: Phase, model, data, *, paths, settings, first_epoch: int, p
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(paths.tensorboard / phase.name)))
     class_weight = settings.data.class_weight
-    trainee.fit(inputs.train, validation_data=inputs.val, initial_epoch=first_epoch,
-                epochs=first_epoch + phase.epochs, steps_per_epoch=inputs.steps,
-                validation_steps=inputs.val_steps,
-                callbacks=callbacks, class_weight=class_weight if isinstance(class_weight, dict)
-                else None, verbose=verbose, shuffle=False)
+    class_weight = class_weight if isinstance(class_weight, dict) else None
+    strategy = tf.distribute.get_strategy()
+    if is_multi_worker(strategy):  # Keras' fit fails under it (keras#20585): the custom loop
+        distributed_fit(trainee, strategy=strategy, train_dataset=inputs.train,
+                        validation_dataset=inputs.val, initial_epoch=first_epoch,
+                        epochs=first_epoch + phase.epochs, steps_per_epoch=inputs.steps,
+                        validation_steps=inputs.val_steps, metrics=["accuracy"],
+                        callbacks=callbacks, class_weight=class_weight,
+                        per_worker_datasets=data.sharded, verbose=verbose)
+    else:
+        trainee.fit(inputs.train, validation_data=inputs.val, initial_epoch=first_epoch,
+                    epochs=first_epoch + phase.epochs, steps_per_epoch=inputs.steps,
+                    validation_steps=inputs.val_steps, callbacks=callbacks,
+                    class_weight=class_weight, verbose=verbose, shuffle=False)
     epochs = sum(1 for row in read_history(paths.history) if row.get("phase") == phase.name)
     outcome = PhaseOutcome(phase.name, epochs, round(time.perf_counter() - started, 2),
                            improved=keep.improved)

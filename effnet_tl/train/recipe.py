@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import shutil
 import sys
 import time
 
@@ -21,6 +22,7 @@ import tensorflow as tf
 
 from effnet_tl.classifier import build_classifier
 from effnet_tl.train.callbacks import read_history
+from effnet_tl.train import cluster
 from effnet_tl.train.adaptive import decide, describe, effective, needs_decisions
 from effnet_tl.train.defaults import DataFacts, block_names, resolve
 from effnet_tl.train.evaluation import evaluate_splits, write_plots
@@ -48,10 +50,30 @@ SKIPPED_SHOWN = 20  # skipped files named in the log; data_report.json lists eve
 def fit(dataset_dir, num_classes: int, **options) -> FitResult:
     started = time.perf_counter()
     options = FitOptions.from_kwargs(**options)
+    strategy = _strategy(options.run.strategy)
+    worker = cluster.worker_of(strategy)
+    try:
+        return _fit(dataset_dir, num_classes, options, strategy, worker, started)
+    except _PEER_ERRORS as error:
+        if worker.count == 1:
+            raise
+        raise cluster.WorkerLost(
+            f"worker {worker.index} of {worker.count}: {cluster.describe_peer_error(error)}; "
+            "start every worker again with the same command: training resumes after the last "
+            "finished epoch") from None
+
+
+# What a collective op raises when a peer is gone: killed (heartbeats stop), unreachable, or
+# the coordination service cancelled the step on its behalf.
+_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                tf.errors.AbortedError, tf.errors.CancelledError, tf.errors.InternalError)
+
+
+def _fit(dataset_dir, num_classes, options, strategy, worker, started) -> FitResult:
     budget = options.recipe.budget
     deadline = time.time() + budget if isinstance(budget, (int, float)) else None
-    verbose = _verbosity(options.run.verbose)
-    strategy = _strategy(options.run.strategy)
+    # Several workers: the chief logs, the others stay quiet (the same lines N times is noise).
+    verbose = _verbosity(options.run.verbose) if worker.is_chief else 0
 
     # 1. Data first: a wrong num_classes or an empty split fails here, in seconds.
     source, scan = _load_source(dataset_dir, num_classes, options.data, options.run, verbose)
@@ -63,13 +85,25 @@ def fit(dataset_dir, num_classes: int, **options) -> FitResult:
 
     # 2. The run folder: resume the same call, refuse other settings, start afresh otherwise.
     run = settings.run
-    paths = RunPaths(_run_root(run, dataset_dir, settings.model.variant))
+    chief_paths = RunPaths(_run_root(run, dataset_dir, settings.model.variant))
+    paths = RunPaths(cluster.worker_folder(chief_paths.root, worker))
     config = _config(settings, source, num_classes, dataset_dir, strategy)
-    if prepare_run_dir(paths, config, overwrite=run.overwrite) == "finished":
+    try:
+        return _train(source, scan, settings, config, strategy, worker,
+                      chief_paths, paths, deadline=deadline, verbose=verbose, started=started)
+    finally:
+        if not worker.is_chief:  # only the chief keeps a run folder
+            shutil.rmtree(paths.root, ignore_errors=True)
+
+
+def _train(source, scan, settings, config, strategy, worker, chief_paths, paths, *,
+           deadline, verbose, started) -> FitResult:
+    run = settings.run
+    if _prepare_folders(chief_paths, paths, config, run, strategy, worker) == "finished":
         if verbose:
             print(f"effnet_tl: {paths.root} already holds this finished run; loaded it without "
                   "training (overwrite=True trains again)", flush=True)
-        return load_run(paths.root)
+        return load_run(chief_paths.root)
 
     # 3. Build and train in the strategy's scope, phase after phase; what the settings leave
     #    to the data is decided once the head has trained (effnet_tl.train.adaptive).
@@ -89,7 +123,7 @@ def fit(dataset_dir, num_classes: int, **options) -> FitResult:
         input_block = build_augmenter(current.data.augment, seed=settings.data.seed) \
             if in_model else None
         model = build_classifier(
-            num_classes, variant=settings.model.variant, weights=settings.model.weights,
+            config["num_classes"], variant=settings.model.variant, weights=settings.model.weights,
             image_size=settings.model.image_size, dropout_rate=settings.model.dropout_rate,
             drop_path_rate=settings.model.drop_path_rate,
             extra_blocks=settings.model.extra_blocks, input_block=input_block)
@@ -97,7 +131,7 @@ def fit(dataset_dir, num_classes: int, **options) -> FitResult:
         halted = any(phases.get(name, {}).get("nonfinite") for name in ("head", "finetune"))
         data = PhaseData(source, current, model=model, replicas=strategy.num_replicas_in_sync,
                          in_model_augment=in_model,
-                         finetune_pending=not halted and "finetune" in pending)
+                         finetune_pending=not halted and "finetune" in pending, worker=worker)
         config["pixel_range_action"] = data.pixel_action
         write_json(paths.config, config)
         _announce_whole_batches(data, strategy, verbose)
@@ -113,7 +147,8 @@ def fit(dataset_dir, num_classes: int, **options) -> FitResult:
             if not trained_here and paths.model.exists():
                 model.load_weights(paths.model)
             if name == "finetune" and decisions is None and needs_decisions(settings):
-                decisions = _decide(settings, model, data, paths, phases, config, verbose)
+                decisions = _decide(settings, model, data, paths, phases, config, verbose,
+                                    strategy=strategy, worker=worker)
                 current = effective(settings, decisions)
                 if input_block is not None:  # the in-model augmenter reads its spec when traced
                     input_block.spec = current.data.augment
@@ -133,6 +168,10 @@ def fit(dataset_dir, num_classes: int, **options) -> FitResult:
             if outcome.nonfinite:
                 break
         data.release()
+        if not worker.is_chief:  # the chief writes the report; the model is the same here
+            return FitResult(model=model, class_names=tuple(source.class_names), metrics={},
+                             paths=chief_paths, config=config,
+                             history=read_history(paths.history))
 
         # 4. The kept model, the report and the plots.
         report_start = time.perf_counter()
@@ -206,12 +245,6 @@ def _verbosity(verbose: int | None) -> int:
 
 
 def _strategy(strategy) -> tf.distribute.Strategy:
-    if strategy == "multiworker" or isinstance(
-            strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        raise ValueError(
-            f"strategy={strategy!r}: fit does not train across several machines yet (Keras 3's "
-            "model.fit fails under MultiWorkerMirroredStrategy, keras#20585); use 'auto', 'cpu', "
-            "'gpu', 'mirrored' or 'tpu', or effnet_tl.train.distributed_fit for a custom loop")
     return strategy if isinstance(strategy, tf.distribute.Strategy) \
         else get_strategy(strategy or "auto")
 
@@ -315,12 +348,37 @@ def _announce_whole_batches(data, strategy, verbose) -> None:
           "report.json evaluates every image", flush=True)
 
 
-def _decide(settings, model, data, paths, phases, config, verbose) -> dict:
+def _prepare_folders(chief_paths, paths, config, run, strategy, worker) -> str:
+    """:func:`prepare_run_dir` for one process or several workers (``"fresh"``, ``"resume"``
+    or ``"finished"``): the chief decides on the run folder; the others copy its resume
+    state into their own folder, and all check that they see the same state."""
+    if worker.count == 1:
+        return prepare_run_dir(paths, config, overwrite=run.overwrite)
+    if worker.is_chief:
+        state = prepare_run_dir(paths, config, overwrite=run.overwrite)
+    cluster.any_worker(strategy, False)  # a barrier: the chief's folder is ready
+    if not worker.is_chief:
+        cluster.copy_resume_state(chief_paths.root, paths.root)
+        state = prepare_run_dir(paths, config, overwrite=run.overwrite)
+    epochs = len(read_history(paths.history))
+    if not cluster.all_agree(strategy, 3 * epochs + ("fresh", "resume", "finished").index(state)):
+        raise ValueError(
+            f"worker {worker.index} of {worker.count} sees another state of the run folder "
+            f"{chief_paths.root} than the other workers (here: {state}, {epochs} finished "
+            "epochs): put the run folder on storage every worker reads (one machine, NFS, a "
+            "mounted bucket) and pass the same run_dir to every worker")
+    return state
+
+
+def _decide(settings, model, data, paths, phases, config, verbose, *, strategy,
+            worker) -> dict:
     """Take the data's decisions after the head phase; record them before anything uses them,
-    so a killed run resumes with the same ones."""
+    so a killed run resumes with the same ones. With several workers the chief decides."""
     decisions = decide(settings, model, data,
                        [row for row in read_history(paths.history) if row.get("phase") == "head"],
-                       num_blocks=len(block_names(settings.model.variant)))
+                       num_blocks=len(block_names(settings.model.variant))) \
+        if worker.is_chief else {}
+    decisions = cluster.broadcast_from_chief(strategy, decisions)
     phases["decisions"] = config["decisions"] = decisions
     write_json(paths.phases, phases)
     write_json(paths.config, config)

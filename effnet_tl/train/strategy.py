@@ -14,6 +14,8 @@ import os
 
 import tensorflow as tf
 
+from effnet_tl.train.cluster import tf_config_workers
+
 __all__ = ["STRATEGY_KINDS", "get_strategy", "mixed_precision_policy_for"]
 
 STRATEGY_KINDS = ("auto", "cpu", "gpu", "mirrored", "tpu", "multiworker")
@@ -51,7 +53,8 @@ def _tpu_strategy(resolver):
 def get_strategy(kind: str = "auto", *, tpu_address: str | None = None) -> tf.distribute.Strategy:
     """Return a ``tf.distribute`` strategy for ``kind``.
 
-    * ``"auto"``: a TPU when one is hinted (``tpu_address``, ``COLAB_TPU_ADDR``/``TPU_NAME``,
+    * ``"auto"``: ``MultiWorkerMirroredStrategy`` when ``TF_CONFIG`` names several workers;
+      a TPU when one is hinted (``tpu_address``, ``COLAB_TPU_ADDR``/``TPU_NAME``,
       or TPU VM devices) and the resolver connects; else ``MirroredStrategy`` over all GPUs
       when there are several; else the default strategy (one GPU or the CPU).
     * ``"cpu"``: ``OneDeviceStrategy("/cpu:0")`` (even when GPUs exist).
@@ -59,8 +62,9 @@ def get_strategy(kind: str = "auto", *, tpu_address: str | None = None) -> tf.di
     * ``"mirrored"``: ``MirroredStrategy`` over all local GPUs (or the CPU).
     * ``"tpu"``: ``TPUStrategy``; Colab: no address needed; TPU VM: ``"local"`` (the default
       when no TPU env var is set); Cloud TPU node: its name or ``grpc://`` address.
-    * ``"multiworker"``: ``MultiWorkerMirroredStrategy`` configured from ``TF_CONFIG``. Train
-      it with :func:`effnet_tl.train.distributed.distributed_fit`: ``model.fit`` fails under it with
+    * ``"multiworker"``: ``MultiWorkerMirroredStrategy`` configured from ``TF_CONFIG``;
+      :func:`effnet_tl.fit` trains under it with its own loop
+      (:func:`effnet_tl.train.distributed.distributed_fit`): ``model.fit`` fails under it with
       TF 2.21 + Keras 3.
 
     Args:
@@ -79,6 +83,8 @@ def get_strategy(kind: str = "auto", *, tpu_address: str | None = None) -> tf.di
     if kind == "tpu":
         return _tpu_strategy(_resolve_tpu(tpu_address))
     if kind == "auto":
+        if tf_config_workers() > 1:
+            return _multi_worker_strategy()
         if _tpu_hinted(tpu_address):
             try:
                 return _tpu_strategy(_resolve_tpu(tpu_address))
@@ -99,6 +105,10 @@ def get_strategy(kind: str = "auto", *, tpu_address: str | None = None) -> tf.di
         return tf.distribute.OneDeviceStrategy("/gpu:0")
     if kind == "mirrored":
         return tf.distribute.MirroredStrategy()
+    return _multi_worker_strategy()
+
+
+def _multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 
