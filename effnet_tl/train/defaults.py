@@ -20,6 +20,7 @@ import math
 from effnet_tl.models import VariantSpec, get_variant
 from effnet_tl.models.efficientnet import scaled_stage_layout, top_filters
 from effnet_tl.train.settings import FitOptions
+from effnet_tl.train.tpu import tpu_batch_size
 
 __all__ = [
     "DataFacts",
@@ -49,6 +50,7 @@ class DataFacts:
     device_policy: str = "float32"
     imbalanced: bool = False
     balanced_weights: dict | None = None
+    tpu: bool = False
 
 
 def default_batch_size(num_train: int, replicas: int = 1) -> int:
@@ -191,6 +193,8 @@ def resolve(options: FitOptions, facts: DataFacts) -> FitOptions:
     spec = get_variant(model.variant)
     image_size = model.image_size or (spec.resolution, spec.resolution)
     batch_size = data.batch_size or default_batch_size(facts.num_train, facts.replicas)
+    if facts.tpu:  # static, evenly split batches of at least 8 rows per core
+        batch_size = tpu_batch_size(batch_size, replicas=facts.replicas)
     cache = recipe.cache_features
     if cache is None:
         cache = facts.num_train * _head_feature_bytes(spec, image_size, model.extra_blocks) \

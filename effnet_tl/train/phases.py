@@ -32,6 +32,7 @@ from effnet_tl.train.distributed import distributed_fit
 from effnet_tl.train.schedules import WarmupCosine
 from effnet_tl.train.selection import StopAtDeadline, StopWhenStalled, resume_callbacks
 from effnet_tl.train.step import SharedStepModel
+from effnet_tl.train.tpu import steps_per_execution
 from effnet_tl.train.surgery import freeze_backbone, set_finetune_trainable
 
 __all__ = ["Phase", "PhaseOutcome", "plan", "run_phase"]
@@ -137,13 +138,14 @@ def run_phase(phase: Phase, model, data, *, paths, settings, first_epoch: int, p
                   f"{backup.resume_epoch} (from {paths.backup / phase.name})", flush=True)
     inputs = phase.inputs(model, data, placement=placement, epochs_trained=epochs_trained)
     trainee = SharedStepModel.wrap(inputs.trainee)
+    strategy = tf.distribute.get_strategy()
     trainee.compile(optimizer=optimizer(phase.peak_lr, data.steps, phase.epochs, settings.recipe),
-                    loss=target_loss(settings.recipe.label_smoothing), metrics=["accuracy"])
+                    loss=target_loss(settings.recipe.label_smoothing), metrics=["accuracy"],
+                    steps_per_execution=steps_per_execution(strategy, data.steps))
     if tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(paths.tensorboard / phase.name)))
     class_weight = settings.data.class_weight
     class_weight = class_weight if isinstance(class_weight, dict) else None
-    strategy = tf.distribute.get_strategy()
     if is_multi_worker(strategy):  # Keras' fit fails under it (keras#20585): the custom loop
         distributed_fit(trainee, strategy=strategy, train_dataset=inputs.train,
                         validation_dataset=inputs.val, initial_epoch=first_epoch,

@@ -41,6 +41,8 @@ from effnet_tl.train.run import (
 from effnet_tl.train.selection import Ranking
 from effnet_tl.train.settings import FitOptions, arguments_doc, keyword_parameters
 from effnet_tl.train.strategy import get_strategy, mixed_precision_policy_for
+from effnet_tl.train.tpu import is_tpu
+from effnet_tl.train.tpu_data import tpu_source
 
 __all__ = ["fit"]
 
@@ -78,6 +80,12 @@ def _fit(dataset_dir, num_classes, options, strategy, worker, started) -> FitRes
     # 1. Data first: a wrong num_classes or an empty split fails here, in seconds.
     source, scan = _load_source(dataset_dir, num_classes, options.data, options.run, verbose)
     settings = resolve(options, _facts(source, scan, strategy, num_classes))
+    if is_tpu(strategy):
+        source = tpu_source(source, settings, verbose=verbose)
+        if verbose and settings.data.batch_size != options.data.batch_size is not None:
+            print(f"effnet_tl: batch_size {options.data.batch_size} -> "
+                  f"{settings.data.batch_size} (a multiple of 8 x {strategy.num_replicas_in_sync}"
+                  " TPU cores)", flush=True)
     if isinstance(settings.data.class_weight, dict) and verbose:
         print(f"effnet_tl: classes are imbalanced (largest/smallest = {scan.imbalance_ratio}); "
               f"training with class weights "
@@ -293,7 +301,8 @@ def _facts(source, scan, strategy, num_classes) -> DataFacts:
         num_train=_count(source.train), num_val=_count(source.val),
         replicas=strategy.num_replicas_in_sync,
         device_policy=mixed_precision_policy_for(strategy), imbalanced=scan.imbalanced,
-        balanced_weights=None if labels is None else class_weights(labels, num_classes))
+        balanced_weights=None if labels is None else class_weights(labels, num_classes),
+        tpu=is_tpu(strategy))
 
 
 def _run_root(run, dataset_dir, variant):

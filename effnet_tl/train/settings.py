@@ -211,7 +211,9 @@ class RunSettings:
                           "data_dir, as tfds.load does (off: fail at once, naming the `tfds "
                           "build` command)", type=bool)
     strategy: Any = knob(None, "tf.distribute strategy or kind: auto, cpu, gpu, mirrored, tpu, "
-                         "multiworker; None: auto")
+                         "multiworker; None: auto (several workers in TF_CONFIG: multiworker)")
+    tpu_data_dir: str | None = knob(None, "gs:// folder for the TFRecords a TPU node reads when "
+                                    "the decoded images exceed 1 GiB (TPU VMs read local files)")
     top_k: tuple[int, ...] = knob((3, 5), "k values of the report's top-k accuracy")
     tensorboard: bool = knob(False, "also log to run_dir/tensorboard", type=bool)
     keep_backups: bool = knob(False, "keep backup/ (per-epoch resume state) after the run "

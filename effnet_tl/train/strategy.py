@@ -9,45 +9,14 @@ Example:
 
 from __future__ import annotations
 
-import glob
-import os
-
 import tensorflow as tf
 
 from effnet_tl.train.cluster import tf_config_workers
+from effnet_tl.train.tpu import connect, is_tpu, tpu_target
 
 __all__ = ["STRATEGY_KINDS", "get_strategy", "mixed_precision_policy_for"]
 
 STRATEGY_KINDS = ("auto", "cpu", "gpu", "mirrored", "tpu", "multiworker")
-
-
-def _tpu_hinted(tpu_address: str | None) -> bool:
-    # Probing TPUClusterResolver blindly can query the GCE metadata server; only try when
-    # something says a TPU is there: an explicit address, Colab/Cloud TPU env vars, or the
-    # accelerator device files of a TPU VM.
-    return bool(
-        tpu_address
-        or os.environ.get("COLAB_TPU_ADDR")
-        or os.environ.get("TPU_NAME")
-        or glob.glob("/dev/accel*")
-        or glob.glob("/dev/vfio/[0-9]*")
-    )
-
-
-def _resolve_tpu(tpu_address: str | None):
-    """Return a connected TPUClusterResolver, or raise (ValueError/RuntimeError/...)."""
-    if tpu_address is None and not os.environ.get("COLAB_TPU_ADDR") \
-            and not os.environ.get("TPU_NAME"):
-        tpu_address = "local"  # TPU VM: the chips are attached to this host
-    resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
-    if tpu_address != "local":
-        tf.config.experimental_connect_to_cluster(resolver)
-    tf.tpu.experimental.initialize_tpu_system(resolver)
-    return resolver
-
-
-def _tpu_strategy(resolver):
-    return tf.distribute.TPUStrategy(resolver)
 
 
 def get_strategy(kind: str = "auto", *, tpu_address: str | None = None) -> tf.distribute.Strategy:
@@ -81,13 +50,14 @@ def get_strategy(kind: str = "auto", *, tpu_address: str | None = None) -> tf.di
     if kind not in STRATEGY_KINDS:
         raise ValueError(f"kind={kind!r} is not a strategy kind; accepted: {list(STRATEGY_KINDS)}")
     if kind == "tpu":
-        return _tpu_strategy(_resolve_tpu(tpu_address))
+        return connect(tpu_target(tpu_address) or "local")
     if kind == "auto":
         if tf_config_workers() > 1:
             return _multi_worker_strategy()
-        if _tpu_hinted(tpu_address):
+        target = tpu_target(tpu_address)
+        if target is not None:
             try:
-                return _tpu_strategy(_resolve_tpu(tpu_address))
+                return connect(target)
             except (ValueError, RuntimeError, tf.errors.OpError) as error:
                 print(f"effnet_tl: no TPU reachable ({error}); falling back to GPU/CPU.")
         gpus = tf.config.list_logical_devices("GPU")
@@ -132,7 +102,7 @@ def mixed_precision_policy_for(strategy: tf.distribute.Strategy) -> str:
         >>> mixed_precision_policy_for(tf.distribute.OneDeviceStrategy("/cpu:0"))
         'float32'
     """
-    if isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy)):
+    if is_tpu(strategy):
         return "mixed_bfloat16"
     if any("GPU" in device.upper() for device in _strategy_devices(strategy)):
         return "mixed_float16"

@@ -15,7 +15,8 @@ from effnet_tl.train.strategy import STRATEGY_KINDS, get_strategy, mixed_precisi
 def test_auto_without_tpu_uses_the_gpus_present_or_the_cpu(monkeypatch):
     for name in ("COLAB_TPU_ADDR", "TPU_NAME"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setattr(strategy_module, "_tpu_hinted", lambda address: False)
+    monkeypatch.setattr(strategy_module, "tpu_target", lambda address: None)
+    monkeypatch.delenv("TF_CONFIG", raising=False)
     gpus = tf.config.list_logical_devices("GPU")
     strategy = get_strategy("auto")
     if len(gpus) > 1:
@@ -63,38 +64,29 @@ def test_bad_kind_echoes_value_and_lists_accepted():
 def test_auto_prefers_tpu_when_the_resolver_succeeds(monkeypatch):
     calls = []
     sentinel = object()
-    monkeypatch.setattr(strategy_module, "_tpu_hinted", lambda address: True)
-    monkeypatch.setattr(strategy_module, "_resolve_tpu",
-                        lambda address: calls.append(address) or "resolver")
-    monkeypatch.setattr(strategy_module, "_tpu_strategy",
-                        lambda resolver: sentinel if resolver == "resolver" else None)
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setattr(strategy_module, "connect", lambda target: calls.append(target) or sentinel)
     assert get_strategy("auto", tpu_address="grpc://10.0.0.2:8470") is sentinel
     assert calls == ["grpc://10.0.0.2:8470"]
 
 
 def test_auto_falls_back_when_the_tpu_resolver_fails(monkeypatch, capsys):
-    def failing(address):
+    def failing(target):
         raise ValueError("Please provide a TPU Name to connect to.")
 
-    monkeypatch.setattr(strategy_module, "_tpu_hinted", lambda address: True)
-    monkeypatch.setattr(strategy_module, "_resolve_tpu", failing)
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setattr(strategy_module, "tpu_target", lambda address: "local")
+    monkeypatch.setattr(strategy_module, "connect", failing)
     assert get_strategy("auto") is tf.distribute.get_strategy()
     assert "no TPU reachable" in capsys.readouterr().out
 
 
-def test_tpu_vm_defaults_to_local_address(monkeypatch):
-    seen = {}
-
-    class FakeResolver:
-        def __init__(self, tpu=None):
-            seen["tpu"] = tpu
-
-    monkeypatch.delenv("COLAB_TPU_ADDR", raising=False)
-    monkeypatch.delenv("TPU_NAME", raising=False)
-    monkeypatch.setattr(tf.distribute.cluster_resolver, "TPUClusterResolver", FakeResolver)
-    monkeypatch.setattr(tf.tpu.experimental, "initialize_tpu_system", lambda resolver: None)
-    assert isinstance(strategy_module._resolve_tpu(None), FakeResolver)
-    assert seen["tpu"] == "local"
+def test_auto_with_several_workers_in_tf_config_is_multi_worker(monkeypatch):
+    # Checked without building the strategy (it must be the first thing a process creates).
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["localhost:1", "localhost:2"]}, '
+                                    '"task": {"type": "worker", "index": 0}}')
+    monkeypatch.setattr(strategy_module, "_multi_worker_strategy", lambda: "multi-worker")
+    assert get_strategy("auto") == "multi-worker"
 
 
 def test_policy_for_tpu_and_gpu_strategies(monkeypatch):
