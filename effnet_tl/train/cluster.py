@@ -100,8 +100,9 @@ def tf_config_workers(environ=os.environ) -> int:
     try:
         cluster = json.loads(text).get("cluster", {})
     except (ValueError, AttributeError):
-        raise ValueError(f"TF_CONFIG is not valid JSON: {text!r}; see "
-                         "https://www.tensorflow.org/guide/distributed_training#TF_CONFIG") from None
+        raise ValueError(
+            f"TF_CONFIG is not valid JSON: {text!r}; see "
+            "https://www.tensorflow.org/guide/distributed_training#TF_CONFIG") from None
     return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
 
 
