@@ -70,10 +70,12 @@ class _DistributedRunner:
         )
         return loss, _local_batch_size(_unpack(batch)[0])
 
-    def _distributed(self, replica_fn):
+    def _distributed(self, replica_fn, element_spec):
         strategy = self.strategy
 
-        @tf.function(reduce_retracing=True)
+        # One trace for every batch, the last partial one included: a signature with the
+        # dataset's own (unknown) batch dimension, as tf.distribute's custom-loop guide does.
+        @tf.function(input_signature=[element_spec])
         def step(batch):
             loss, count = strategy.run(replica_fn, args=(batch,))
             # Each replica returned its share of the global mean: their SUM is the global mean.
@@ -84,14 +86,14 @@ class _DistributedRunner:
 
         return step
 
-    def train(self, batch):
+    def train(self, batch, element_spec):
         if self._train_fn is None:
-            self._train_fn = self._distributed(self._replica_train)
+            self._train_fn = self._distributed(self._replica_train, element_spec)
         return self._train_fn(batch)
 
-    def evaluate(self, batch):
+    def evaluate(self, batch, element_spec):
         if self._eval_fn is None:
-            self._eval_fn = self._distributed(self._replica_eval)
+            self._eval_fn = self._distributed(self._replica_eval, element_spec)
         return self._eval_fn(batch)
 
     def reset_metrics(self):
@@ -232,7 +234,7 @@ def distributed_fit(
         loss_sum, example_count = 0.0, 0
         for step, batch in _iterate(distributed_train, steps_per_epoch):
             callback_list.on_train_batch_begin(step)
-            step_loss, step_count = runner.train(batch)
+            step_loss, step_count = runner.train(batch, distributed_train.element_spec)
             step_count = int(step_count)
             loss_sum += float(step_loss) * step_count
             example_count += step_count
@@ -271,7 +273,7 @@ def _evaluate_with(runner, distributed_dataset, steps, prefix=""):
     runner.reset_metrics()
     loss_sum, example_count = 0.0, 0
     for _, batch in _iterate(distributed_dataset, steps):
-        step_loss, step_count = runner.evaluate(batch)
+        step_loss, step_count = runner.evaluate(batch, distributed_dataset.element_spec)
         step_count = int(step_count)
         loss_sum += float(step_loss) * step_count
         example_count += step_count

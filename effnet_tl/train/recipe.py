@@ -328,12 +328,20 @@ def _config(settings, source, num_classes, dataset_dir, strategy) -> dict:
             "num_train": _count(source.train), "num_val": _count(source.val),
             "num_test": _count(source.test), "notes": list(source.notes),
         },
-        "strategy": "default (one device)" if strategy is tf.distribute.get_strategy()
-        else type(strategy).__name__,
+        "strategy": _strategy_name(strategy),
         "replicas": strategy.num_replicas_in_sync,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__,
                      "python": sys.version.split()[0]},
     }
+
+
+def _strategy_name(strategy) -> str:
+    if strategy is tf.distribute.get_strategy():
+        return "default (one device)"
+    if cluster.is_multi_worker(strategy):  # its class is CollectiveAllReduceStrategy
+        count = cluster.worker_of(strategy).count
+        return f"MultiWorkerMirroredStrategy ({count} worker{'s' if count > 1 else ''})"
+    return type(strategy).__name__
 
 
 @contextlib.contextmanager

@@ -85,6 +85,8 @@ def test_two_workers_train_one_model_and_only_the_chief_writes_the_run(data, tmp
 
     chief, other = (json.loads((out / f"result{i}.json").read_text()) for i in (0, 1))
     assert chief["replicas"] == other["replicas"] == 2
+    config = json.loads((tmp_path / "run2" / "config.json").read_text())
+    assert config["strategy"] == "MultiWorkerMirroredStrategy (2 workers)"
     # One model: every weight (trainable or not) identical on both workers.
     for a, b in zip(_weights(out / "weights0.npz"), _weights(out / "weights1.npz"), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -163,3 +165,31 @@ def test_a_killed_worker_stops_the_other_and_both_resume(data, tmp_path):
     assert (run_dir / "report.json").exists()
     for log in logs:
         log.close()
+
+
+def test_multiworker_strategy_in_one_process_with_class_weights(tmp_path):
+    # strategy="multiworker" without TF_CONFIG: one worker, the custom loop, class weights
+    # applied as per-example weights (an imbalanced folder: 24 / 24 / 6 images).
+    data = make_folder(tmp_path / "shapes", per_class=24)
+    for path in sorted((data / "red").iterdir())[6:]:
+        path.unlink()
+    script = textwrap.dedent("""
+        import json, sys
+        from effnet_tl import fit
+        result = fit(sys.argv[1], 3, run_dir=sys.argv[2], strategy="multiworker",
+                     **json.loads(sys.argv[3]))
+        print("RESULT" + json.dumps({"strategy": result.config["strategy"],
+                                     "weights": result.config["settings"]["data"]["class_weight"],
+                                     "val": result.val_accuracy, "rows": len(result.history)}))
+    """)
+    settings = {**SETTINGS, "head_epochs": 8, "finetune_epochs": 2}
+    completed = subprocess.run([sys.executable, "-c", script, str(data), str(tmp_path / "run"),
+                                json.dumps(settings)], capture_output=True, text=True,
+                               env=_env(tmp_path), timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "retracing" not in completed.stderr + completed.stdout
+    result = json.loads(completed.stdout.split("RESULT")[-1])
+    assert result["strategy"] == "MultiWorkerMirroredStrategy (1 worker)"
+    weights = result["weights"]
+    assert isinstance(weights, dict) and weights["2"] > 2 * weights["0"]
+    assert result["rows"] == 10 and result["val"] >= 0.7
