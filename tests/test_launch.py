@@ -57,4 +57,4 @@ def test_cli_launch_runs_effnet_tl_subcommands_and_refuses_no_command(tmp_path):
     assert empty.returncode == 2
     assert empty.stderr.strip().splitlines()[-1] == (
         "effnet-tl: error: launch needs a command after its options, e.g. "
-        "'effnet-tl launch --workers 2 fit data/flowers 5'")
+        "'effnet-tl launch --workers 2 fit data/flowers --num-classes 5'")

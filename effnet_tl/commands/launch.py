@@ -22,7 +22,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
         "them (free localhost ports), to try multi-worker training before a cluster. Worker 0 "
         "prints here; the others write worker<i>.log. On a cluster, run one command per "
         "machine with its own TF_CONFIG instead (README: Scale out).",
-        epilog="example: effnet-tl launch --workers 2 fit data/flowers 5 --variant lite0")
+        epilog="example: effnet-tl launch --workers 2 fit data/flowers --num-classes 5 "
+               "--variant lite0")
     parser.add_argument("--workers", type=_positive_int, default=2, metavar="N",
                         help="worker processes (default: %(default)s)")
     parser.add_argument("--log-dir", default=None, metavar="DIR",
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise UsageError("launch needs a command after its options, e.g. "
-                         "'effnet-tl launch --workers 2 fit data/flowers 5'")
+                         "'effnet-tl launch --workers 2 fit data/flowers --num-classes 5'")
     if command[0] in ("fit", "demo", *COMMANDS):
         command = [sys.executable, "-m", "effnet_tl.cli", *command]
     return launch_local(command, args.workers, log_dir=args.log_dir)

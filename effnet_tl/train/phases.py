@@ -32,8 +32,8 @@ from effnet_tl.train.distributed import distributed_fit
 from effnet_tl.train.schedules import WarmupCosine
 from effnet_tl.train.selection import StopAtDeadline, StopWhenStalled, resume_callbacks
 from effnet_tl.train.step import SharedStepModel
-from effnet_tl.train.tpu import steps_per_execution
 from effnet_tl.train.surgery import freeze_backbone, set_finetune_trainable
+from effnet_tl.train.tpu import steps_per_execution
 
 __all__ = ["Phase", "PhaseOutcome", "plan", "run_phase"]
 

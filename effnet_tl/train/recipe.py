@@ -21,9 +21,9 @@ import keras
 import tensorflow as tf
 
 from effnet_tl.classifier import build_classifier
-from effnet_tl.train.callbacks import read_history
 from effnet_tl.train import cluster
 from effnet_tl.train.adaptive import decide, describe, effective, needs_decisions
+from effnet_tl.train.callbacks import read_history
 from effnet_tl.train.defaults import DataFacts, block_names, resolve
 from effnet_tl.train.evaluation import evaluate_splits, write_plots
 from effnet_tl.train.phase_data import PhaseData
@@ -82,8 +82,9 @@ def _fit(dataset_dir, num_classes, options, strategy, worker, started) -> FitRes
     settings = resolve(options, _facts(source, scan, strategy, num_classes))
     if is_tpu(strategy):
         source = tpu_source(source, settings, verbose=verbose)
-        if verbose and settings.data.batch_size != options.data.batch_size is not None:
-            print(f"effnet_tl: batch_size {options.data.batch_size} -> "
+        asked = options.data.batch_size
+        if verbose and asked is not None and settings.data.batch_size != asked:
+            print(f"effnet_tl: batch_size {asked} -> "
                   f"{settings.data.batch_size} (a multiple of 8 x {strategy.num_replicas_in_sync}"
                   " TPU cores)", flush=True)
     if isinstance(settings.data.class_weight, dict) and verbose:
