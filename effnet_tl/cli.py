@@ -328,6 +328,11 @@ def _fit(args: argparse.Namespace) -> int:
     # Progress and log lines go to stderr: stdout holds the JSON summary alone (`| jq` works).
     with contextlib.redirect_stdout(_FlagWording(sys.stderr)):
         result = fit(args.dataset_dir, args.num_classes, **options)
+    if "worker" in result.metrics:  # another worker than the chief: it writes no report
+        print(json.dumps({"run_dir": str(result.run_dir), "worker": result.metrics["worker"],
+                          "workers": result.metrics["workers"],
+                          "report": "written by the chief (worker 0)"}, indent=2))
+        return 0
     kept = result.metrics.get("kept")
     summary = {"run_dir": str(result.run_dir), "val_accuracy": result.val_accuracy,
                "test_accuracy": result.test_accuracy,

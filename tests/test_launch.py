@@ -42,7 +42,26 @@ def test_a_failing_worker_fails_the_launch_and_the_rest_are_stopped(tmp_path, ca
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="workers=0"):
         launch_local(["true"], 0)
+    with pytest.raises(ValueError, match="cannot start 'no-such-program-here'"):
+        launch_local(["no-such-program-here"], 2)
     assert len(set(free_ports(4))) == 4
+
+
+def test_a_worker_killed_by_a_signal_is_reported_as_a_shell_would(tmp_path, capsys):
+    script = ("import json, os, signal, time; "
+              "i = json.loads(os.environ['TF_CONFIG'])['task']['index']; "
+              "os.kill(os.getpid(), signal.SIGKILL) if i else time.sleep(0.5)")
+    assert launch_local([sys.executable, "-c", script], 2, log_dir=tmp_path) == 128 + 9
+    assert "worker 1 was killed by signal 9 (SIGKILL)" in capsys.readouterr().err
+
+
+def test_the_default_log_folder_is_removed_after_success(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    assert launch_local([sys.executable, "-c", "print('hi')"], 2) == 0
+    assert not list(tmp_path.glob("effnet_tl-launch-*"))
+    assert "(removed if all succeed)" in capsys.readouterr().err
 
 
 def test_cli_launch_runs_effnet_tl_subcommands_and_refuses_no_command(tmp_path):

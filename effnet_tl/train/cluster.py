@@ -23,11 +23,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -40,15 +44,22 @@ __all__ = [
     "all_agree",
     "any_worker",
     "broadcast_from_chief",
+    "connect_timeout",
     "copy_resume_state",
     "describe_peer_error",
     "is_multi_worker",
     "shard_examples",
     "steps_per_worker",
     "tf_config_workers",
+    "waiting_for_workers",
     "worker_folder",
     "worker_of",
 ]
+
+#: Seconds a worker waits for the others to connect before it gives up (the environment
+#: variable ``EFFNET_TL_CONNECT_TIMEOUT`` overrides it: pods of a cluster job can start minutes
+#: apart).
+CONNECT_TIMEOUT = 600.0
 
 
 class WorkerLost(RuntimeError):
@@ -104,6 +115,84 @@ def tf_config_workers(environ=os.environ) -> int:
             f"TF_CONFIG is not valid JSON: {text!r}; see "
             "https://www.tensorflow.org/guide/distributed_training#TF_CONFIG") from None
     return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+
+
+def connect_timeout(environ=os.environ) -> float:
+    """``EFFNET_TL_CONNECT_TIMEOUT`` seconds, else :data:`CONNECT_TIMEOUT`.
+
+    Example:
+        >>> connect_timeout({"EFFNET_TL_CONNECT_TIMEOUT": "30"})
+        30.0
+    """
+    text = environ.get("EFFNET_TL_CONNECT_TIMEOUT")
+    if text is None:
+        return CONNECT_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ValueError(f"EFFNET_TL_CONNECT_TIMEOUT={text!r} must be a number of seconds > 0")
+    return value
+
+
+#: The watcher process of :func:`waiting_for_workers` (Python only, no TensorFlow import).
+_WATCHER = """
+import os, select, signal, sys, time
+parent, timeout, me, addresses = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4]
+
+def say(line):
+    print("effnet_tl: " + line, file=sys.stderr, flush=True)
+
+def stop(line, status):
+    say(line)
+    os.kill(parent, signal.SIGKILL)
+    os._exit(status)
+
+for number, status in ((signal.SIGINT, 130), (signal.SIGTERM, 143)):
+    signal.signal(number, lambda *_, status=status: stop(
+        me + ": interrupted while waiting for the other workers to connect", status))
+started = time.monotonic()
+next_line = started + float(sys.argv[5])
+while True:
+    if select.select([sys.stdin], [], [], 0.5)[0] and not sys.stdin.buffer.read(1):
+        os._exit(0)  # the strategy is up: the parent closed the pipe
+    waited = time.monotonic() - started
+    if waited > timeout:
+        stop(f"error: {me}: the other workers ({addresses}) did not all connect within "
+             f"{timeout:.0f} s; start every worker with the same TF_CONFIG cluster list and its "
+             "own index (EFFNET_TL_CONNECT_TIMEOUT=SECONDS waits longer)", 1)
+    if time.monotonic() >= next_line:
+        say(f"{me}: waiting for the other workers to connect ({addresses}; {waited:.0f} s so far)")
+        next_line = time.monotonic() + 60
+"""
+
+
+@contextlib.contextmanager
+def waiting_for_workers(*, timeout: float, quiet_for: float = 5.0):
+    """Guard the start of a multi-worker strategy, which blocks until every worker connected.
+
+    TensorFlow waits silently, holding the GIL, and swallows SIGTERM; a Python thread could
+    not even run. So a small watcher *process* says what this worker waits for (after
+    ``quiet_for`` seconds, then every minute), ends it with one line after ``timeout``
+    seconds, and on Ctrl-C (the terminal signals the whole process group) ends it at once.
+    The watcher exits as soon as the strategy is up. POSIX only; elsewhere nothing is watched.
+    """
+    if os.name != "posix":
+        yield
+        return
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    cluster = config.get("cluster", {})
+    addresses = cluster.get("chief", []) + cluster.get("worker", [])
+    me = f"worker {config.get('task', {}).get('index', 0)} of {len(addresses) or 1}"
+    watcher = subprocess.Popen(
+        [sys.executable, "-c", _WATCHER, str(os.getpid()), str(timeout), me,
+         ", ".join(addresses), str(quiet_for)], stdin=subprocess.PIPE)
+    try:
+        yield
+    finally:
+        watcher.stdin.close()
+        watcher.wait()
 
 
 def is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
@@ -185,11 +274,21 @@ def all_agree(strategy: tf.distribute.Strategy, value: float) -> bool:
 
 
 def worker_folder(chief_root: Path, worker: Worker) -> Path:
-    """Where this worker writes its run files: the run folder for the chief, else a fresh
-    temporary folder (the caller removes it)."""
+    """Where this worker writes its run files: the run folder for the chief, else an empty
+    temporary folder named after the run (the caller removes it; one left by a killed worker
+    is emptied by the next start of the same run).
+
+    Example:
+        >>> worker_folder(Path("runs/flowers"), Worker(0, 2))
+        PosixPath('runs/flowers')
+    """
     if worker.is_chief:
         return Path(chief_root)
-    return Path(tempfile.mkdtemp(prefix=f"effnet_tl-worker{worker.index}-"))
+    run = hashlib.sha1(str(Path(chief_root).resolve()).encode("utf-8")).hexdigest()[:12]
+    folder = Path(tempfile.gettempdir()) / f"effnet_tl-worker{worker.index}-{run}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
 
 
 #: What a worker needs from the chief's run folder to resume where the chief is.

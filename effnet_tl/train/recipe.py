@@ -52,7 +52,7 @@ SKIPPED_SHOWN = 20  # skipped files named in the log; data_report.json lists eve
 def fit(dataset_dir, num_classes: int, **options) -> FitResult:
     started = time.perf_counter()
     options = FitOptions.from_kwargs(**options)
-    strategy = _strategy(options.run.strategy)
+    strategy = _strategy(options.run.strategy, options.run.tpu_address)
     worker = cluster.worker_of(strategy)
     try:
         return _fit(dataset_dir, num_classes, options, strategy, worker, started)
@@ -178,7 +178,8 @@ def _train(source, scan, settings, config, strategy, worker, chief_paths, paths,
                 break
         data.release()
         if not worker.is_chief:  # the chief writes the report; the model is the same here
-            return FitResult(model=model, class_names=tuple(source.class_names), metrics={},
+            return FitResult(model=model, class_names=tuple(source.class_names),
+                             metrics={"worker": worker.index, "workers": worker.count},
                              paths=chief_paths, config=config,
                              history=read_history(paths.history))
 
@@ -253,9 +254,9 @@ def _verbosity(verbose: int | None) -> int:
     return 1 if sys.stdout.isatty() or "ipykernel" in sys.modules else 2
 
 
-def _strategy(strategy) -> tf.distribute.Strategy:
+def _strategy(strategy, tpu_address) -> tf.distribute.Strategy:
     return strategy if isinstance(strategy, tf.distribute.Strategy) \
-        else get_strategy(strategy or "auto")
+        else get_strategy(strategy or "auto", tpu_address=tpu_address)
 
 
 def _load_source(dataset, num_classes, data_settings, run_settings, verbose):
@@ -358,11 +359,12 @@ def _dtype_policy(name: str):
 def _announce_whole_batches(data, strategy, verbose) -> None:
     if not data.whole or not verbose:
         return
+    left_out = data.num_train - data.steps * data.batch_size
+    sitting_out = (f" ({left_out} of the {data.num_train} images sit out, different ones each "
+                   "epoch)") if left_out else ""
     print(f"effnet_tl: {strategy.num_replicas_in_sync} replicas: every epoch trains on "
-          f"{data.steps} whole batches of {data.batch_size} ("
-          f"{data.num_train - data.steps * data.batch_size} of the {data.num_train} images sit "
-          f"out, different ones each epoch) and validates on "
-          f"{data.val_batch * (data.num_val // data.val_batch)} of {data.num_val} images; "
+          f"{data.steps} whole batches of {data.batch_size}{sitting_out} and validates on "
+          f"{data.val_steps * data.val_batch} of {data.num_val} images; "
           "report.json evaluates every image", flush=True)
 
 

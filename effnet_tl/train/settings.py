@@ -210,10 +210,16 @@ class RunSettings:
     download: bool = knob(True, "download and prepare a tfds:NAME dataset missing from "
                           "data_dir, as tfds.load does (off: fail at once, naming the `tfds "
                           "build` command)", type=bool)
-    strategy: Any = knob(None, "tf.distribute strategy or kind: auto, cpu, gpu, mirrored, tpu, "
-                         "multiworker; None: auto (several workers in TF_CONFIG: multiworker)")
+    strategy: Any = knob(None, "where to train: auto, cpu, gpu, mirrored, tpu, multiworker, "
+                         "or (from Python) a tf.distribute.Strategy; None: auto, which is "
+                         "multiworker when TF_CONFIG names several workers, else a TPU when one "
+                         "is found, else the GPUs or the CPU")
+    tpu_address: str | None = knob(None, "the TPU to use: a name, grpc://host:port or local; "
+                                   "None: COLAB_TPU_ADDR, TPU_NAME, or this TPU VM's chips")
     tpu_data_dir: str | None = knob(None, "gs:// folder for the TFRecords a TPU node reads when "
-                                    "the decoded images exceed 1 GiB (TPU VMs read local files)")
+                                    "the decoded images exceed 1 GiB, as TPU VMs read local "
+                                    "files; None: such data stops with a message asking "
+                                    "for it")
     top_k: tuple[int, ...] = knob((3, 5), "k values of the report's top-k accuracy")
     tensorboard: bool = knob(False, "also log to run_dir/tensorboard", type=bool)
     keep_backups: bool = knob(False, "keep backup/ (per-epoch resume state) after the run "

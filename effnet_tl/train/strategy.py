@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from effnet_tl.train.cluster import tf_config_workers
+from effnet_tl.train.cluster import connect_timeout, tf_config_workers, waiting_for_workers
 from effnet_tl.train.tpu import connect, is_tpu, tpu_target
 
 __all__ = ["STRATEGY_KINDS", "get_strategy", "mixed_precision_policy_for"]
@@ -79,7 +79,11 @@ def get_strategy(kind: str = "auto", *, tpu_address: str | None = None) -> tf.di
 
 
 def _multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
-    return tf.distribute.MultiWorkerMirroredStrategy()
+    if tf_config_workers() <= 1:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    # It blocks until every worker has connected: say so, bound it, and let Ctrl-C through.
+    with waiting_for_workers(timeout=connect_timeout()):
+        return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 def _strategy_devices(strategy: tf.distribute.Strategy) -> tuple[str, ...]:

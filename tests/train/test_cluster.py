@@ -78,7 +78,12 @@ def test_worker_folders(tmp_path):
     assert cluster.worker_folder(tmp_path / "run", Worker(0, 2)) == tmp_path / "run"
     other = cluster.worker_folder(tmp_path / "run", Worker(1, 2))
     assert other.is_dir() and other != tmp_path / "run" and "worker1" in other.name
-    other.rmdir()
+    (other / "backup").mkdir()  # what a killed worker leaves behind
+    again = cluster.worker_folder(tmp_path / "run", Worker(1, 2))
+    assert again == other and not any(again.iterdir())  # the next start empties it
+    assert cluster.worker_folder(tmp_path / "other-run", Worker(1, 2)) != other
+    for folder in (again, cluster.worker_folder(tmp_path / "other-run", Worker(1, 2))):
+        folder.rmdir()
 
 
 def test_lost_worker_messages_are_one_line():
@@ -92,3 +97,35 @@ def test_lost_worker_messages_are_one_line():
         "{{function_node x}} Collective ops is aborted by: Socket closed\nmore"))
     assert closed == ("another worker stopped or cannot be reached (RuntimeError: Collective ops "
                       "is aborted by: Socket closed)")
+
+
+def test_a_worker_whose_partners_never_come_says_so_and_gives_up(tmp_path):
+    # TF_CONFIG names two workers; only worker 0 starts. TensorFlow alone waits silently for
+    # ever (and ignores SIGTERM); effnet_tl says what it waits for and stops after the timeout.
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from effnet_tl.launch import free_ports, tf_configs
+
+    config = tf_configs([f"localhost:{port}" for port in free_ports(2)])[0]
+    env = dict(os.environ, TF_CONFIG=json.dumps(config), EFFNET_TL_CONNECT_TIMEOUT="6",
+               TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+    started = time.monotonic()
+    completed = subprocess.run(
+        [sys.executable, "-c", "from effnet_tl.train.strategy import get_strategy; "
+                               "get_strategy('auto')"],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert time.monotonic() - started < 60
+    assert completed.returncode != 0
+    lines = [line for line in completed.stderr.splitlines() if line.startswith("effnet_tl:")]
+    assert lines[0].startswith("effnet_tl: worker 0 of 2: waiting for the other workers")
+    assert lines[-1].startswith("effnet_tl: error: worker 0 of 2: the other workers (")
+    assert "did not all connect within 6 s" in lines[-1], completed.stderr[-2000:]
+
+
+def test_connect_timeout_from_the_environment():
+    assert cluster.connect_timeout({}) == cluster.CONNECT_TIMEOUT
+    with pytest.raises(ValueError, match="EFFNET_TL_CONNECT_TIMEOUT='soon'"):
+        cluster.connect_timeout({"EFFNET_TL_CONNECT_TIMEOUT": "soon"})
