@@ -197,8 +197,10 @@ def resolve(options: FitOptions, facts: DataFacts) -> FitOptions:
         batch_size = tpu_batch_size(batch_size, replicas=facts.replicas)
     cache = recipe.cache_features
     if cache is None:
-        cache = facts.num_train * _head_feature_bytes(spec, image_size, model.extra_blocks) \
-            < FEATURE_CACHE_BYTES
+        # Not on a TPU: the cached passes run the frozen layers outside strategy.run, which
+        # there means the host's CPU; training on images keeps the whole network on the TPU.
+        cache = not facts.tpu and facts.num_train * _head_feature_bytes(
+            spec, image_size, model.extra_blocks) < FEATURE_CACHE_BYTES
     blocks = block_names(spec)
     unfreeze = recipe.unfreeze_blocks
     # None with the "best" budget: decided once the head has trained (effnet_tl.train.adaptive).

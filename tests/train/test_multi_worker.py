@@ -22,7 +22,7 @@ from effnet_tl.launch import free_ports, tf_configs
 
 from .test_fit_end_to_end import make_folder
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multi_worker")]
+pytestmark = pytest.mark.slow
 
 SETTINGS = dict(variant="lite0", weights="imagenet", image_size=32, batch_size=8,
                 head_epochs=6, head_lr=1e-2, finetune_epochs=3, unfreeze_blocks=1,
@@ -110,7 +110,7 @@ def test_two_workers_train_one_model_and_only_the_chief_writes_the_run(data, tmp
 def _start(data, run_dir, configs, index, env, log):
     command = [sys.executable, "-m", "effnet_tl.cli", "fit", str(data), "--num-classes", "3",
                "--run-dir", str(run_dir), "--variant", "lite0", "--image-size", "32",
-               "--batch-size", "4", "--head-epochs", "8", "--head-lr", "0.01",
+               "--batch-size", "8", "--head-epochs", "8", "--head-lr", "0.01",
                "--finetune-epochs", "3", "--unfreeze-blocks", "1", "--no-early-stopping",
                "--val-fraction", "0.25", "--verbose", "2"]
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,

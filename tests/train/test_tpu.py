@@ -87,6 +87,9 @@ def test_fit_settings_on_a_faked_tpu_round_the_batch_and_use_bfloat16():
     settings = resolve(options, facts)
     assert settings.data.batch_size == 64
     assert settings.model.mixed_precision == "mixed_bfloat16"
+    # The frozen-feature cache would run on the TPU host's CPU: train on images instead.
+    assert settings.recipe.cache_features is False
+    assert resolve(options, DataFacts(num_train=1000, num_val=200)).recipe.cache_features
     assert resolve(FitOptions.from_kwargs(variant="lite0"), facts).data.batch_size == 256
 
 
