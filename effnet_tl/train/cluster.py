@@ -13,6 +13,8 @@ With ``MultiWorkerMirroredStrategy`` every worker runs the same :func:`effnet_tl
 * **Agreement**: :func:`all_agree` / :func:`any_worker` reduce a number over the workers, so
   decisions taken from local state (stop now, the run folder's state) are the same everywhere;
   :func:`broadcast_from_chief` hands the chief's decisions (a small JSON) to every worker.
+* **Connecting**: :func:`waiting_for_workers` says what a worker waits for, gives up after
+  :func:`connect_timeout`, and lets Ctrl-C through while TensorFlow waits for the others.
 
 Example:
     >>> shard_examples(list(range(10)), Worker(index=1, count=3))
