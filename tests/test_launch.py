@@ -77,3 +77,20 @@ def test_cli_launch_runs_effnet_tl_subcommands_and_refuses_no_command(tmp_path):
     assert empty.stderr.strip().splitlines()[-1] == (
         "effnet-tl: error: launch needs a command after its options, e.g. "
         "'effnet-tl launch --workers 2 fit data/flowers --num-classes 5'")
+
+
+def test_launch_from_the_folder_above_a_clone_runs_the_installed_package(tmp_path):
+    # The parent folder of a git clone holds another effnet_tl/; `python -m` in the workers
+    # would import it (the current folder comes first on the import path).
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("effnet-tl")
+    if not script.exists():
+        pytest.skip("no effnet-tl entry point next to this Python")
+    (tmp_path / "effnet_tl").mkdir()
+    (tmp_path / "effnet_tl" / "__init__.py").write_text("raise ImportError('the wrong one')\n")
+    completed = subprocess.run(
+        [str(script), "launch", "--workers", "2", "--log-dir", str(tmp_path / "logs"),
+         "variants", "--help"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert "usage: effnet-tl variants" in completed.stdout

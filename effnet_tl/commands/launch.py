@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from effnet_tl.commands.common import UsageError
 
@@ -43,6 +45,14 @@ def run(args: argparse.Namespace) -> int:
     if not command:
         raise UsageError("launch needs a command after its options, e.g. "
                          "'effnet-tl launch --workers 2 fit data/flowers --num-classes 5'")
+    env = None
     if command[0] in ("fit", "demo", *COMMANDS):
-        command = [sys.executable, "-m", "effnet_tl.cli", *command]
-    return launch_local(command, args.workers, log_dir=args.log_dir)
+        # The installed entry point: `python -m` would put the current folder first on the
+        # import path, and the parent folder of a clone holds another effnet_tl/.
+        script = Path(sys.executable).with_name("effnet-tl")
+        if script.exists():
+            command = [str(script), *command]
+        else:
+            command = [sys.executable, "-m", "effnet_tl.cli", *command]
+            env = {**os.environ, "PYTHONSAFEPATH": "1"}  # Python >= 3.11: no current folder
+    return launch_local(command, args.workers, log_dir=args.log_dir, env=env)

@@ -79,6 +79,9 @@ def describe_peer_error(error: Exception) -> str:
     """
     text = str(getattr(error, "message", None) or error)
     text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text).strip()
+    # TensorFlow heads some errors with "Graph execution error:": the reason is further down.
+    text = "\n".join(line for line in text.splitlines()
+                     if line.strip() and line.strip() != "Graph execution error:")
     tasks = sorted(set(re.findall(r"/job:(\w+)/replica:\d+/task:(\d+)", text)))
     if "unhealthy" in text and tasks:
         names = ", ".join(f"{job} task {index}" for job, index in tasks)
@@ -178,6 +181,7 @@ def waiting_for_workers(*, timeout: float, quiet_for: float = 5.0):
     not even run. So a small watcher *process* says what this worker waits for (after
     ``quiet_for`` seconds, then every minute), ends it with one line after ``timeout``
     seconds, and on Ctrl-C (the terminal signals the whole process group) ends it at once.
+    Only SIGKILL gets through to it, so the exit status is then 137.
     The watcher exits as soon as the strategy is up. POSIX only; elsewhere nothing is watched.
     """
     if os.name != "posix":

@@ -215,11 +215,12 @@ class RunSettings:
                          "multiworker when TF_CONFIG names several workers, else a TPU when one "
                          "is found, else the GPUs or the CPU")
     tpu_address: str | None = knob(None, "the TPU to use: a name, grpc://host:port or local; "
-                                   "None: COLAB_TPU_ADDR, TPU_NAME, or this TPU VM's chips")
-    tpu_data_dir: str | None = knob(None, "gs:// folder for the TFRecords a TPU node reads when "
-                                    "the decoded images exceed 1 GiB, as TPU VMs read local "
-                                    "files; None: such data stops with a message asking "
-                                    "for it")
+                                   "None: the COLAB_TPU_ADDR or TPU_NAME environment "
+                                   "variable, or this TPU VM's chips")
+    tpu_data_dir: str | None = knob(None, "gs:// folder where a TPU node reads the images as "
+                                    "TFRecords, needed when they exceed 1 GiB decoded (a TPU "
+                                    "VM reads local files and needs none); None: such a run "
+                                    "stops and asks for it")
     top_k: tuple[int, ...] = knob((3, 5), "k values of the report's top-k accuracy")
     tensorboard: bool = knob(False, "also log to run_dir/tensorboard", type=bool)
     keep_backups: bool = knob(False, "keep backup/ (per-epoch resume state) after the run "

@@ -93,6 +93,11 @@ def test_lost_worker_messages_are_one_line():
             "/job:worker/replica:0/task:1\nThe tasks have crashed.")
     assert cluster.describe_peer_error(RuntimeError(text)) == \
         "worker task 1 stopped sending heartbeats (killed, crashed or unreachable)"
+    graph = cluster.describe_peer_error(RuntimeError(
+        "Graph execution error:\n\nDetected at node x\nCollective ops is aborted by: "
+        "Socket closed"))
+    assert graph == ("another worker stopped or cannot be reached (RuntimeError: Detected at "
+                     "node x)")
     closed = cluster.describe_peer_error(RuntimeError(
         "{{function_node x}} Collective ops is aborted by: Socket closed\nmore"))
     assert closed == ("another worker stopped or cannot be reached (RuntimeError: Collective ops "
