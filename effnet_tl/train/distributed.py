@@ -205,7 +205,7 @@ def distributed_fit(
 
     def distribute(dataset):
         if per_worker_datasets:
-            return strategy.distribute_datasets_from_function(lambda context: dataset)
+            return strategy.distribute_datasets_from_function(lambda _context: dataset)
         return strategy.experimental_distribute_dataset(dataset)
 
     eval_runner = None
