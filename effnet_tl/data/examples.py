@@ -193,6 +193,20 @@ class DatasetSource:
         return {name: ex for name, ex in out.items() if ex is not None}
 
 
+def known_count(examples) -> int:
+    """How many examples a split holds when that is known without reading it, else 0
+    (a stream of unknown length).
+
+    Example:
+        >>> known_count([1, 2, 3]), known_count(iter([1]))
+        (3, 0)
+    """
+    try:
+        return len(examples)
+    except TypeError:
+        return 0
+
+
 def stratified_split(labels, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Seeded per-class split; returns sorted (train_indices, val_indices).
 

@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from effnet_tl.augment import augment_dataset, augmentation_off
 from effnet_tl.data import make_dataset
+from effnet_tl.data.examples import known_count
 from effnet_tl.train.cluster import Worker, shard_examples, steps_per_worker
 from effnet_tl.train.defaults import (
     default_finetune_views,
@@ -59,13 +60,6 @@ class PhaseInputs:
     val: tf.data.Dataset
     steps: int | None = None
     val_steps: int | None = None
-
-
-def _count(examples) -> int:
-    try:
-        return len(examples)
-    except TypeError:
-        return 0
 
 
 def finetune_views(settings, model, boundary: str | None, *, num_train: int, num_val: int,
@@ -115,7 +109,7 @@ class PhaseData:
         self.source, self.settings = source, settings
         data = settings.data
         self.image_size = settings.model.image_size
-        self.num_train, self.num_val = _count(source.train), _count(source.val)
+        self.num_train, self.num_val = known_count(source.train), known_count(source.val)
         self.whole = replicas > 1
         self.batch_size = data.batch_size
         self.big_batch = inference_batch_size(data.batch_size, self.image_size)

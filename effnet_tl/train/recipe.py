@@ -21,6 +21,7 @@ import keras
 import tensorflow as tf
 
 from effnet_tl.classifier import build_classifier
+from effnet_tl.data.examples import known_count
 from effnet_tl.train import cluster
 from effnet_tl.train.adaptive import decide, describe, effective, needs_decisions
 from effnet_tl.train.callbacks import read_history
@@ -288,19 +289,12 @@ def _load_source(dataset, num_classes, data_settings, run_settings, verbose):
     return report.source, report
 
 
-def _count(examples) -> int:
-    try:
-        return len(examples)
-    except TypeError:
-        return 0
-
-
 def _facts(source, scan, strategy, num_classes) -> DataFacts:
     from effnet_tl.data import class_weights
 
     labels = getattr(source.train, "labels", None)
     return DataFacts(
-        num_train=_count(source.train), num_val=_count(source.val),
+        num_train=known_count(source.train), num_val=known_count(source.val),
         replicas=strategy.num_replicas_in_sync,
         device_policy=mixed_precision_policy_for(strategy), imbalanced=scan.imbalanced,
         balanced_weights=None if labels is None else class_weights(labels, num_classes),
@@ -327,8 +321,8 @@ def _config(settings, source, num_classes, dataset_dir, strategy) -> dict:
             "kind": source.kind,
             "dataset": str(dataset_dir) if isinstance(dataset_dir, (str, os.PathLike))
             else type(dataset_dir).__name__,
-            "num_train": _count(source.train), "num_val": _count(source.val),
-            "num_test": _count(source.test), "notes": list(source.notes),
+            "num_train": known_count(source.train), "num_val": known_count(source.val),
+            "num_test": known_count(source.test), "notes": list(source.notes),
         },
         "strategy": _strategy_name(strategy),
         "replicas": strategy.num_replicas_in_sync,

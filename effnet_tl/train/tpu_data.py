@@ -20,6 +20,7 @@ import dataclasses
 
 import tensorflow as tf
 
+from effnet_tl.data.examples import known_count
 from effnet_tl.data.sources import ArrayExamples
 from effnet_tl.train.tpu import host_has_tpu, tpu_input
 
@@ -28,17 +29,10 @@ __all__ = ["decoded_bytes", "tpu_source"]
 SPLITS = ("train", "val", "test")
 
 
-def _count(examples) -> int:
-    try:
-        return len(examples)
-    except TypeError:
-        return 0
-
-
 def decoded_bytes(source, image_size) -> int:
     """Bytes of every split decoded at the model's input size as uint8 RGB."""
     height, width = image_size
-    return sum(_count(getattr(source, name)) for name in SPLITS) * height * width * 3
+    return sum(known_count(getattr(source, name)) for name in SPLITS) * height * width * 3
 
 
 def tpu_source(source, settings, *, verbose: int, tpu_vm: bool | None = None):
@@ -75,7 +69,7 @@ def tpu_source(source, settings, *, verbose: int, tpu_vm: bool | None = None):
             existing = from_tfrecords(folder, class_names=source.class_names)
         except (OSError, ValueError, KeyError, tf.errors.OpError):  # no shards there yet
             existing = None
-        if existing is None or existing.num_examples != _count(examples):
+        if existing is None or existing.num_examples != known_count(examples):
             to_tfrecords(examples, folder)
             existing = from_tfrecords(folder, class_names=source.class_names)
         moved[name] = existing
