@@ -104,6 +104,7 @@ def test_lost_worker_messages_are_one_line():
                       "is aborted by: Socket closed)")
 
 
+@pytest.mark.xdist_group("tf_cluster")  # with the multi-worker tests: one cluster at a time
 def test_a_worker_whose_partners_never_come_says_so_and_gives_up(tmp_path):
     # TF_CONFIG names two workers; only worker 0 starts. TensorFlow alone waits silently for
     # ever (and ignores SIGTERM); effnet_tl says what it waits for and stops after the timeout.

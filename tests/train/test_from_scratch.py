@@ -55,8 +55,9 @@ def test_fit_trains_a_custom_variant_from_scratch_and_reloads_it(tmp_path):
                 "batch_size": 8, "early_stopping": False, "verbose": 0,
                 "run_dir": tmp_path / "run"}
     result = fit((images, labels), 2, **settings)
-    # With BatchNorm frozen at its initial statistics this stayed at chance (measured).
-    assert result.val_accuracy >= 0.9, result.history
+    # With BatchNorm frozen at its initial statistics this stayed at chance (measured). 16
+    # validation images: 13 right has a 1 % chance of happening at chance (CI saw 14 of 16 once).
+    assert result.val_accuracy >= 0.8, result.history
     # The kept epoch is restored whole: its BatchNorm statistics with its weights, so the
     # report scores the model that epoch validated (it scored 0.75 against 0.94 without them).
     assert result.val_accuracy == pytest.approx(result.metrics["kept"]["val_accuracy"])

@@ -22,7 +22,10 @@ from effnet_tl.launch import free_ports, tf_configs
 
 from .test_fit_end_to_end import make_folder
 
-pytestmark = pytest.mark.slow
+# One xdist worker runs every test that starts a TensorFlow cluster, one at a time: two
+# clusters at once on 2 cores failed in CI (collective deadlines, a missed peer death), and a
+# port one test frees could be reused by another's worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tf_cluster")]
 
 SETTINGS = dict(variant="lite0", weights="imagenet", image_size=32, batch_size=8,
                 head_epochs=6, head_lr=1e-2, finetune_epochs=3, unfreeze_blocks=1,
