@@ -68,6 +68,8 @@ def test_mirror_sensitive_labels_turn_flips_off(tmp_path):
     flips = result.metrics["decisions"]["flips"]
     assert flips["kept"] is False, flips
     assert flips["transformed_val_accuracy"] < flips["val_accuracy"] - 0.3
+    # The evidence recorded: the head trusts the true class much less in mirrored arrows.
+    assert flips["nll_increase"] > 0.3, flips
     config = json.loads(result.paths.config.read_text())
     assert config["decisions"]["flips"]["kept"] is False
     assert config["settings"]["data"]["augment"] == "auto"  # as asked; the decision beside it
