@@ -1,4 +1,5 @@
-"""Shared benchmark helpers: a generated JPEG folder and an alternating, median-of-N timer.
+"""Shared benchmark helpers: a generated JPEG folder, an alternating, median-of-N timer, and a
+fresh process per block of TensorFlow work.
 
 Every benchmark in this folder times our code and a named baseline in the same process,
 alternating between them, and prints the median of several repeats and their ratio.
@@ -70,3 +71,15 @@ def print_table(title: str, rates: dict[str, float], baseline: str) -> None:
     print(f"\n{title}")
     for name, rate in rates.items():
         print(f"  {name:<45s} {rate:10.1f} /s   ratio vs {baseline}: {rate / rates[baseline]:.2f}")
+
+
+def in_fresh_process(function: Callable, *args, **kwargs):
+    """``function(*args, **kwargs)`` in a new (spawned) process: TensorFlow's per-model memory,
+    which ``clear_session`` does not give back, goes away with it. A killed child raises
+    ``concurrent.futures.process.BrokenProcessPool``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1,
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args, **kwargs).result()

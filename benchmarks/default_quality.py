@@ -906,16 +906,13 @@ def main(argv=None) -> int:
 
 
 def _in_child(name: str, seed: int, work: Path, block: dict) -> dict[str, dict]:
-    """``run_block`` in a fresh (spawned) process: TensorFlow's per-model memory, which
-    ``clear_session`` does not give back, goes away with it."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    """``run_block`` in a fresh process (:func:`benchmarks.common.in_fresh_process`)."""
     from concurrent.futures.process import BrokenProcessPool
 
-    context = multiprocessing.get_context("spawn")
+    from benchmarks.common import in_fresh_process
+
     try:
-        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            return pool.submit(run_block, name, seed, str(work), **block).result()
+        return in_fresh_process(run_block, name, seed, str(work), **block)
     except BrokenProcessPool as error:  # killed (e.g. out of memory): report, go on
         print(f"  ! {name} seed {seed}: the child process died ({error})", flush=True)
         return {}

@@ -44,6 +44,8 @@ from pathlib import Path
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from benchmarks.common import in_fresh_process  # noqa: E402
+
 #: Transforms that change the class, by construction of each dataset.
 CHANGES_CLASS = {"digits": {"flips"}, "glyphs": {"flips"}, "arrows": {"flips"},
                  "photos": set(), "textures": {"zoom"}}
@@ -63,7 +65,7 @@ def decisions_of(name: str, val_fraction: float, seeds: list[int], work: str) ->
 
     quiet_tensorflow()
     data = quality.prepare(name, Path(work), False)
-    classes = len([d for d in (data / "train").iterdir() if d.is_dir()])
+    classes = len(quality.split_counts(data)["train"])
     records = []
     for seed in seeds:
         run_dir = Path(work) / "runs" / f"{name}-{val_fraction}-{seed}"
@@ -87,16 +89,6 @@ def decisions_of(name: str, val_fraction: float, seeds: list[int], work: str) ->
         records.append(record)
         shutil.rmtree(run_dir, ignore_errors=True)
     return records
-
-
-def _in_child(*args) -> list[dict]:
-    """A fresh process per (dataset, fraction): TensorFlow keeps memory per trained model."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(max_workers=1,
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(decisions_of, *args).result()
 
 
 def summary_rows(results: dict) -> list[str]:
@@ -144,8 +136,9 @@ def main(argv=None) -> int:
     results, started = {}, time.time()
     for fraction in [float(f) for f in args.val_fractions.split(",")]:
         for name in names:
-            results[f"{name}@{fraction}"] = _in_child(name, fraction, list(range(args.seeds)),
-                                                      work)
+            # A fresh process per (dataset, fraction): TensorFlow keeps memory per model.
+            results[f"{name}@{fraction}"] = in_fresh_process(
+                decisions_of, name, fraction, list(range(args.seeds)), work)
             if args.out:
                 Path(args.out).write_text(json.dumps(results, indent=1))
     print(f"\n{time.time() - started:.0f} s in all")
