@@ -210,7 +210,7 @@ def resolve(options: FitOptions, facts: DataFacts) -> FitOptions:
     elif unfreeze is not None:
         unfreeze = unfrozen_block_count(unfreeze, blocks)
     finetune_epochs = recipe.finetune_epochs
-    if finetune_epochs is None:
+    if finetune_epochs is None and not adaptive:  # else decided with the depth (adaptive.py)
         finetune_epochs = default_finetune_epochs(facts.num_train)
     head_epochs = recipe.head_epochs
     if head_epochs is None:
@@ -236,5 +236,5 @@ def resolve(options: FitOptions, facts: DataFacts) -> FitOptions:
             head_lr=recipe.head_lr or 2e-3 * scale,
             finetune_lr=recipe.finetune_lr or (None if adaptive else 1e-4 * scale),
             patience=recipe.patience if recipe.patience is not None
-            else max(3, finetune_epochs // 3)),
+            else max(3, (finetune_epochs or default_finetune_epochs(facts.num_train)) // 3)),
     )

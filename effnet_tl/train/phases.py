@@ -12,8 +12,8 @@ Example:
     >>> from effnet_tl.train.settings import FitOptions
     >>> from effnet_tl.train.defaults import DataFacts, resolve
     >>> settings = resolve(FitOptions.from_kwargs(variant="lite0"), DataFacts(500, 100))
-    >>> [(p.name, p.epochs, p.unfreeze_blocks) for p in plan(settings)]
-    [('head', 25, 0), ('finetune', 12, None)]
+    >>> [(p.name, p.epochs, p.unfreeze_blocks) for p in plan(settings)]  # None: after the head
+    [('head', 25, 0), ('finetune', None, None)]
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ class Phase:
     ``train_batch_norm``: the unfrozen BatchNorm layers train (a backbone from scratch)."""
 
     name: str
-    epochs: int
+    epochs: int | None
     peak_lr: float | None
     unfreeze_blocks: int | None = 0
     train_batch_norm: bool = False
@@ -76,13 +76,13 @@ class Phase:
 
 def plan(settings) -> list[Phase]:
     """The phases of resolved ``settings``: the head, then fine-tuning (0 epochs, or 0 blocks
-    to unfreeze: skipped)."""
+    to unfreeze: skipped; ``None`` epochs: decided with the depth after the head)."""
     recipe = settings.recipe
     phases = [Phase("head", recipe.head_epochs, recipe.head_lr),
               Phase("finetune", recipe.finetune_epochs, recipe.finetune_lr, recipe.unfreeze_blocks,
                     # No pretrained statistics to keep: BatchNorm must learn them.
                     train_batch_norm=settings.model.weights is None)]
-    return [phase for phase in phases if phase.epochs > 0
+    return [phase for phase in phases if (phase.epochs is None or phase.epochs > 0)
             and (phase.name == "head" or phase.unfreeze_blocks != 0)]
 
 

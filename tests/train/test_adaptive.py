@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from effnet_tl.train import fit
-from effnet_tl.train.adaptive import domain_for, unfreeze_for
-from effnet_tl.train.defaults import default_unfreeze_blocks
+from effnet_tl.train.adaptive import FAR_FINETUNE_EPOCHS, domain_for, schedule_for, unfreeze_for
+from effnet_tl.train.defaults import default_finetune_epochs, default_unfreeze_blocks
 
 from .test_fit_end_to_end import make_folder
 
@@ -54,12 +54,16 @@ def _faint_stripes(root: Path, per_class=16, size=64, seed=0) -> Path:
 
 
 def test_rules_order_domains_and_depth():
-    assert [domain_for(e) for e in (0.0, 0.03, 0.031, 0.4)] == ["near", "near", "far", "far"]
+    assert [domain_for(e) for e in (0.0, 0.01, 0.011, 0.4)] == ["near", "near", "far", "far"]
     near, far = (unfreeze_for(d, num_train=500, num_blocks=16) for d in ("near", "far"))
     assert near == default_unfreeze_blocks(500, 16) == 2 and far == 10
     # Large data already unfreezes more by size; far data never gets less than that.
     assert unfreeze_for("far", num_train=50_000, num_blocks=16) == 10
     assert unfreeze_for("far", num_train=50_000, num_blocks=40) == 25
+    # Far data: a short schedule at a higher rate; near data: the by-size schedule.
+    (far_epochs, far_rate), (near_epochs, near_rate) = (
+        schedule_for(d, num_train=500) for d in ("far", "near"))
+    assert far_epochs < near_epochs == default_finetune_epochs(500) and far_rate > near_rate
 
 
 def test_mirror_sensitive_labels_turn_flips_off(tmp_path):
@@ -85,12 +89,16 @@ def test_near_domain_stops_unfreezing_early_and_keeps_flips(tmp_path):
 
 def test_far_domain_unfreezes_more(tmp_path):
     data = _faint_stripes(tmp_path / "stripes")
-    result = fit(data, 3, run_dir=tmp_path / "run", **TINY_FIT)
+    result = fit(data, 3, run_dir=tmp_path / "run", **{**TINY_FIT, "finetune_epochs": None})
     decisions = result.metrics["decisions"]
     assert decisions["domain"]["name"] == "far", decisions
     assert decisions["unfreeze_blocks"] > default_unfreeze_blocks(36, LITE0_BLOCKS)
+    assert decisions["finetune_epochs"] == FAR_FINETUNE_EPOCHS
+    assert 1 <= [row["phase"] for row in result.history].count("finetune") <= FAR_FINETUNE_EPOCHS
     phases = json.loads(result.paths.phases.read_text())
     assert phases["decisions"] == decisions  # a resumed run reuses them
+    config = json.loads(result.paths.config.read_text())
+    assert config["settings"]["recipe"]["finetune_epochs"] is None  # as asked; decided beside it
 
 
 def _gratings(root: Path, per_class=24, size=64, seed=0) -> Path:

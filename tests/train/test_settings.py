@@ -79,6 +79,8 @@ def test_defaults_adapt_to_dataset_size_and_variant():
 def test_the_best_budget_leaves_depth_and_rate_to_the_data():
     best = _settings(500, budget="best")
     assert best.recipe.unfreeze_blocks is None and best.recipe.finetune_lr is None
+    assert best.recipe.finetune_epochs is None  # the schedule is decided with the depth
+    assert _settings(500, budget="best", finetune_epochs=5).recipe.finetune_epochs == 5
     assert best.data.augment == "auto"  # flips decided after the head (effnet_tl.train.adaptive)
     assert _settings(500, budget="best", unfreeze_blocks=3).recipe.finetune_lr == 1e-4
     assert _settings(500, budget=90).recipe.budget == 90
