@@ -78,7 +78,7 @@ NEAR_ERROR = 0.01
 FAR_BLOCK_FRACTION = 5 / 8
 #: Far data's fine-tuning: a short schedule at a high peak rate (per 32 images of batch).
 #: Measured on the benchmark's far datasets (Lite0, 64 px, 720-1,350 images): 6 epochs at
-#: 6e-4 matched 12 at 3e-4 in accuracy at about 0.6x the time; 4 at 1e-3 lost up to 10
+#: 6e-4 matched 12 at 3e-4 in accuracy at 0.6-0.8x the time; 4 at 1e-3 lost 10-15
 #: points on textures.
 FAR_FINETUNE_EPOCHS = 6
 FAR_FINETUNE_LR = 6e-4
