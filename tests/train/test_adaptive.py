@@ -121,9 +121,12 @@ def test_frequency_classes_turn_zoom_off_and_keep_flips_and_rotation(tmp_path):
     result = fit(_gratings(tmp_path / "gratings"), 2, run_dir=tmp_path / "run", **TINY_FIT)
     decisions = result.metrics["decisions"]
     assert decisions["zoom"]["kept"] is False, decisions
-    assert decisions["flips"]["kept"] is True and decisions["rotation"]["kept"] is True, decisions
+    assert decisions["flips"]["kept"] is True, decisions
     config = json.loads(result.paths.config.read_text())
     assert config["decisions"]["zoom"] == decisions["zoom"]
+    # Rotation is not probed (a head trained upright changes its answers on rotated images
+    # whatever their class), so fine-tuning rotates these gratings as "medium" does.
+    assert "rotation" not in decisions
 
 
 def test_explicit_settings_win(tmp_path):
