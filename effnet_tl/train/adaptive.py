@@ -13,7 +13,7 @@ the data is from ImageNet. Two decisions follow, each recorded in ``config.json`
   lowers confidence even where it keeps the class, so for it only answers that change count
   (:func:`changes_answers`). Rotation by the preset's 15 degrees stays on untested: a head
   trained on upright images changes 10-47 % of its answers on rotated images whatever
-  their class (letters, digits, arrows, gratings), so the probe dropped it on every
+  their class (letters, digits, arrows, gratings), so the probe dropped it on every far
   benchmark dataset, and training with it gained 4-5 points on glyphs and gratings.
 * **How much to unfreeze** (``unfreeze_blocks=None``): the head's validation error places the
   data near ImageNet (at most :data:`NEAR_ERROR`: the top blocks by dataset size, as

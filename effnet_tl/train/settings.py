@@ -114,7 +114,7 @@ class DataSettings:
     batch_size: int | None = knob(None, "global batch; None: 32 per replica (16 below 320 "
                                   "images)", type=int)
     augment: Any = knob("auto", "fine-tuning augmentation: auto (the medium preset without the "
-                        "flips, rotation or zoom that change the answer), none, light, medium, "
+                        "flips or zoom that change the answer), none, light, medium, "
                         "heavy, an AugmentSpec, Keras layers or an albumentations pipeline")
     resize: str = knob("center_crop", "how images reach image_size", choices=RESIZE_POLICIES)
     val_fraction: float = knob(0.2, "share of each class held out for validation when the "
