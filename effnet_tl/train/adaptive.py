@@ -14,7 +14,8 @@ the data is from ImageNet. Two decisions follow, each recorded in ``config.json`
   (:func:`changes_answers`). Rotation by the preset's 15 degrees stays on untested: a head
   trained on upright images changes 10-47 % of its answers on rotated images whatever
   their class (letters, digits, arrows, gratings), so the probe dropped it on every far
-  benchmark dataset, and training with it gained 4-5 points on glyphs and gratings.
+  benchmark dataset, and training with it gained 3 points on glyphs and 1 on gratings
+  (``benchmarks/default_quality.py``, medians of 3 seeds).
 * **How much to unfreeze** (``unfreeze_blocks=None``): the head's validation error places the
   data near ImageNet (at most :data:`NEAR_ERROR`: the top blocks by dataset size, as
   :func:`~effnet_tl.train.defaults.default_unfreeze_blocks`) or far from it (the top 5/8 of
