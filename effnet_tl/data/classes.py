@@ -93,8 +93,11 @@ def check_num_classes(
     num_classes = validate_num_classes(num_classes)
     names = list(class_names)
     if len(names) != num_classes:
+        folders = "class folder" if len(names) == 1 else "class folders"
+        fewer = "; a classifier needs at least 2 classes, one folder each" if len(names) < 2 \
+            else ""
         raise ValueError(
-            f"num_classes={num_classes} but {what} has {len(names)} class folders: {names}"
+            f"num_classes={num_classes} but {what} has {len(names)} {folders}: {names}{fewer}"
         )
 
 

@@ -48,6 +48,11 @@ def test_check_num_classes_lists_the_folders():
     )
     with pytest.raises(ValueError, match="num_classes=0 is not a class count"):
         check_num_classes(["a"], 0)
+    # One folder: the message says why that cannot train, not only that the counts differ.
+    with pytest.raises(ValueError) as info:
+        check_num_classes(["china"], 2)
+    assert str(info.value) == ("num_classes=2 but dataset_dir has 1 class folder: ['china']; "
+                               "a classifier needs at least 2 classes, one folder each")
 
 
 @pytest.mark.parametrize("good", [2, 10, np.int64(3)])
