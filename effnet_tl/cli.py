@@ -1,6 +1,6 @@
 """The ``effnet-tl`` command.
 
-    effnet-tl fit DATASET_DIR --num-classes N [--variant lite0] [--image-size 224] ...
+    effnet-tl fit DATASET_DIR [--num-classes N] [--variant lite0] [--image-size 224] ...
     effnet-tl demo [--work-dir DIR]        # the README's quick start (digits, Lite0, offline)
     effnet-tl doctor DATA | predict RUN IMAGE... | evaluate RUN DATA | export RUN --format F
     effnet-tl variants [NAME...] | scale --phi X   # (effnet_tl.commands: one module each)

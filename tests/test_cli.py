@@ -53,10 +53,11 @@ def summary(stdout: str) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """One real ``effnet-tl fit`` (~25 s on 2 cores), shared by the end-to-end tests."""
+    """One real ``effnet-tl fit`` (~25 s on 2 cores), shared by the end-to-end tests; no
+    ``--num-classes``: the class folders are counted."""
     root = tmp_path_factory.mktemp("cli")
     data = write_classes(root / "data")
-    args = ["fit", data, "--num-classes", "3", *FAST, "--run-dir", root / "run"]
+    args = ["fit", data, *FAST, "--run-dir", root / "run"]
     return root, args, run_cli(*args, cwd=root)
 
 
@@ -75,6 +76,8 @@ def test_fit_trains_quietly_and_prints_a_json_summary(trained):
     assert 0.0 <= result["val_accuracy"] <= 1.0 and result["test_accuracy"] is None
     assert result["kept_epoch"] in (1, 2, 3)
     assert (root / "run" / "model.keras").exists()
+    config = json.loads((root / "run" / "config.json").read_text())
+    assert config["num_classes"] == 3  # the 3 class folders write_classes made, counted
 
 
 @pytest.mark.xdist_group("cli_subprocess")
@@ -116,11 +119,23 @@ def one_error_line(capsys) -> str:
     return err
 
 
-def test_missing_num_classes_is_a_one_line_usage_error(capsys):
+def test_a_missing_dataset_argument_is_a_one_line_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_:
-        cli.main(["fit", "some_dir"])
+        cli.main(["fit", "--num-classes", "3"])
     assert exit_.value.code == 2
-    assert "required: --num-classes (see 'effnet-tl fit --help')" in one_error_line(capsys)
+    assert "required: dataset_dir (see 'effnet-tl fit --help')" in one_error_line(capsys)
+
+
+def test_one_class_folder_without_num_classes_says_two_are_needed(tmp_path, capsys):
+    (tmp_path / "data" / "cats").mkdir(parents=True)
+    for index in range(5):
+        Image.new("RGB", (8, 8), (40 * index, 0, 0)).save(tmp_path / "data/cats" / f"{index}.png")
+    status = cli.main(["fit", str(tmp_path / "data"), "--run-dir", str(tmp_path / "run")])
+    assert status == 1
+    assert one_error_line(capsys) == ("effnet-tl: error: dataset_dir has 1 class folder: "
+                                      "['cats']; a classifier needs at least 2 classes, one "
+                                      "folder each\n")
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_bad_flag_value_is_a_usage_error(capsys):

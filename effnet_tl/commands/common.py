@@ -62,9 +62,9 @@ def add_dataset_arguments(parser, dest: str = "dataset") -> None:
 
     parser.add_argument(dest, help="a folder with one subfolder per class (or train/, val/, "
                         "test/ folders of them), a .csv of paths and labels, or tfds:NAME")
-    parser.add_argument("--num-classes", type=_positive_int, required=True, metavar="N",
+    parser.add_argument("--num-classes", type=_positive_int, default=None, metavar="N",
                         help="number of classes, checked against the data before training "
-                             "(required)")
+                             "(default: the classes found, counted)")
 
 
 def add_run_argument(parser) -> None:

@@ -3,6 +3,7 @@
 from effnet_tl.data.class_weights import class_weights
 from effnet_tl.data.classes import (
     check_num_classes,
+    class_count,
     read_labels,
     sorted_class_names,
     validate_num_classes,
@@ -39,6 +40,7 @@ __all__ = [
     "ScanReport",
     "check_examples",
     "check_num_classes",
+    "class_count",
     "class_weights",
     "eval_resize",
     "from_tfrecords",

@@ -93,12 +93,36 @@ def check_num_classes(
     num_classes = validate_num_classes(num_classes)
     names = list(class_names)
     if len(names) != num_classes:
-        folders = "class folder" if len(names) == 1 else "class folders"
-        fewer = "; a classifier needs at least 2 classes, one folder each" if len(names) < 2 \
-            else ""
-        raise ValueError(
-            f"num_classes={num_classes} but {what} has {len(names)} {folders}: {names}{fewer}"
-        )
+        raise ValueError(f"num_classes={num_classes} but {_found(names, what)}")
+
+
+def _found(names: list, what: str) -> str:
+    """"dataset_dir has 3 class folders: [...]" (saying why, when there are too few)."""
+    folders = "class folder" if len(names) == 1 else "class folders"
+    fewer = "; a classifier needs at least 2 classes, one folder each" if len(names) < 2 else ""
+    return f"{what} has {len(names)} {folders}: {names}{fewer}"
+
+
+def class_count(class_names: Sequence[str], num_classes: int | None, *,
+                what: str = "dataset_dir") -> int:
+    """The number of classes to train: ``num_classes`` checked against the classes found, or,
+    when it is ``None``, the classes found counted (at least 2).
+
+    Example:
+        >>> class_count(["cat", "dog", "fox"], None), class_count(["cat", "dog"], 2)
+        (3, 2)
+        >>> class_count(["cat"], None)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: dataset_dir has 1 class folder: ['cat']; a classifier needs at least 2 ...
+    """
+    if num_classes is not None:
+        check_num_classes(class_names, num_classes, what=what)
+        return int(num_classes)
+    names = list(class_names)
+    if len(names) < 2:
+        raise ValueError(_found(names, what))
+    return len(names)
 
 
 def write_labels(path: str | Path, class_names: Sequence[str]) -> Path:

@@ -155,13 +155,14 @@ class SearchSettings:
         return json.loads(json.dumps(key, default=repr))
 
 
-def search(dataset, num_classes: int, **settings) -> SearchResult:
+def search(dataset, num_classes: int | None = None, **settings) -> SearchResult:
     """Grid-search compound-scaling coefficients (α, β, γ) on ``dataset``; see the module doc.
 
     Args:
         dataset: anything :func:`effnet_tl.fit` accepts (a folder of class folders, a CSV,
             ``(images, labels)`` arrays, ``"tfds:NAME"``, a resolved ``DatasetSource``).
-        num_classes: number of classes; checked against the data before anything trains.
+        num_classes: number of classes, checked against the data before anything trains;
+            ``None`` counts them from the data.
         **settings: the fields of :class:`SearchSettings` (``budget``, ``grid``, ``phi``,
             ``base``, ``base_resolution``, ``epochs``, ``subset`` ...).
 
@@ -192,6 +193,7 @@ def search(dataset, num_classes: int, **settings) -> SearchResult:
 
     source = prepare_data(dataset, num_classes, subset=options.subset,
                           val_fraction=options.val_fraction, seed=options.seed)
+    num_classes = source.num_classes
     folder = SearchFolder(_search_dir(options, dataset, base_variant))
     state = folder.open(options.trial_key(describe_data(source, dataset)),
                         overwrite=options.overwrite)
@@ -228,7 +230,8 @@ def search(dataset, num_classes: int, **settings) -> SearchResult:
 
 search.__signature__ = inspect.Signature([
     inspect.Parameter("dataset", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-    inspect.Parameter("num_classes", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=int),
+    inspect.Parameter("num_classes", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                      annotation=int | None),
     *(inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=field.default)
       for field in dataclasses.fields(SearchSettings))], return_annotation=SearchResult)
 

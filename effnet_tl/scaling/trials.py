@@ -90,11 +90,12 @@ def _split(examples, fraction: float, seed: int):
     return examples.subset(train), examples.subset(val)
 
 
-def prepare_data(dataset, num_classes: int, *, subset: int | None, val_fraction: float,
+def prepare_data(dataset, num_classes: int | None, *, subset: int | None, val_fraction: float,
                  seed: int) -> DatasetSource:
     """The three splits every trial uses: ``train``, ``val`` (kept epoch), ``test`` (score).
 
-    The source is read and checked once (unreadable files skipped, as fit skips them).
+    The source is read and checked once (unreadable files skipped, as fit skips them);
+    ``num_classes=None`` counts its classes.
 
     Example:
         >>> images = np.zeros((40, 32, 32, 3), np.uint8)
@@ -103,7 +104,7 @@ def prepare_data(dataset, num_classes: int, *, subset: int | None, val_fraction:
         (14, 6, 10)
     """
     from effnet_tl.data import scan
-    from effnet_tl.data.classes import check_num_classes
+    from effnet_tl.data.classes import check_num_classes, class_count
     from effnet_tl.data.sources import resolve_source
 
     if isinstance(dataset, DatasetSource):
@@ -113,6 +114,8 @@ def prepare_data(dataset, num_classes: int, *, subset: int | None, val_fraction:
         resolved = resolve_source(dataset, val_fraction=val_fraction, seed=seed,
                                   num_classes=num_classes)
     source = scan(resolved).source
+    num_classes = class_count(source.class_names, num_classes, what=(
+        "dataset_dir" if source.kind in ("folder", "split_folder") else f"the {source.kind}"))
     if source.val is None:
         raise ValueError("the scale search scores trials on a held-out split: the source has "
                          f"none and val_fraction={val_fraction!r}; pass val_fraction > 0 or "

@@ -50,7 +50,7 @@ __all__ = ["fit"]
 SKIPPED_SHOWN = 20  # skipped files named in the log; data_report.json lists every one
 
 
-def fit(dataset_dir, num_classes: int, **options) -> FitResult:
+def fit(dataset_dir, num_classes: int | None = None, **options) -> FitResult:
     started = time.perf_counter()
     options = FitOptions.from_kwargs(**options)
     strategy = _strategy(options.run.strategy, options.run.tpu_address)
@@ -79,7 +79,8 @@ def _fit(dataset_dir, num_classes, options, strategy, worker, started) -> FitRes
     verbose = _verbosity(options.run.verbose) if worker.is_chief else 0
 
     # 1. Data first: a wrong num_classes or an empty split fails here, in seconds.
-    source, scan = _load_source(dataset_dir, num_classes, options.data, options.run, verbose)
+    source, scan, num_classes = _load_source(dataset_dir, num_classes, options.data,
+                                             options.run, verbose)
     settings = resolve(options, _facts(source, scan, strategy, num_classes))
     if is_tpu(strategy):
         source = tpu_source(source, settings, verbose=verbose)
@@ -212,7 +213,8 @@ def _train(source, scan, settings, config, strategy, worker, chief_paths, paths,
 
 fit.__signature__ = inspect.Signature([
     inspect.Parameter("dataset_dir", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-    inspect.Parameter("num_classes", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=int),
+    inspect.Parameter("num_classes", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                      annotation=int | None),
     *keyword_parameters()], return_annotation=FitResult)
 fit.__doc__ = f"""Fine-tune an ImageNet EfficientNet on a dataset; write a run folder; return the result.
 
@@ -227,7 +229,8 @@ fit.__doc__ = f"""Fine-tune an ImageNet EfficientNet on a dataset; write a run f
             folders (or ``train/ val/ test/`` split folders), a CSV, a DataFrame,
             ``"tfds:NAME"``, ``(images, labels)`` arrays, a ``tf.data.Dataset``, or a
             :class:`~effnet_tl.data.DatasetSource`.
-        num_classes: Number of classes; checked against the source before any training.
+        num_classes: Number of classes, checked against the source before any training;
+            ``None`` counts them from the source (at least 2).
 {arguments_doc()}
 
     Returns:
@@ -261,9 +264,11 @@ def _strategy(strategy, tpu_address) -> tf.distribute.Strategy:
 
 
 def _load_source(dataset, num_classes, data_settings, run_settings, verbose):
-    """Resolve + doctor the source; a wrong ``num_classes`` raises here, before any training."""
+    """Resolve + doctor the source; returns it, its scan and the class count (``num_classes``,
+    or the classes counted when it is ``None``). A wrong ``num_classes`` raises here, before
+    any training."""
     from effnet_tl.data import DatasetSource, scan
-    from effnet_tl.data.classes import check_num_classes
+    from effnet_tl.data.classes import check_num_classes, class_count
     from effnet_tl.data.sources import resolve_source
 
     if isinstance(dataset, DatasetSource):
@@ -286,7 +291,9 @@ def _load_source(dataset, num_classes, data_settings, run_settings, verbose):
         raise ValueError(
             "fit needs a validation split: the source has none and val_fraction="
             f"{data_settings.val_fraction!r}; pass val_fraction > 0 or add a val/ folder.")
-    return report.source, report
+    kind = report.source.kind
+    what = "dataset_dir" if kind in ("folder", "split_folder") else f"the {kind} source"
+    return report.source, report, class_count(report.source.class_names, num_classes, what=what)
 
 
 def _facts(source, scan, strategy, num_classes) -> DataFacts:

@@ -8,6 +8,7 @@ from sklearn.utils.class_weight import compute_class_weight
 
 from effnet_tl.data import (
     check_num_classes,
+    class_count,
     class_weights,
     read_labels,
     resolve_source,
@@ -53,6 +54,18 @@ def test_check_num_classes_lists_the_folders():
         check_num_classes(["china"], 2)
     assert str(info.value) == ("num_classes=2 but dataset_dir has 1 class folder: ['china']; "
                                "a classifier needs at least 2 classes, one folder each")
+
+
+def test_class_count_counts_when_not_given_and_checks_when_given():
+    assert class_count(["a", "b", "c"], None) == 3
+    assert class_count(["a", "b"], np.int64(2)) == 2
+    with pytest.raises(ValueError, match=r"num_classes=3 but the csv has 2 class folders"):
+        class_count(["a", "b"], 3, what="the csv")
+    for names in (["china"], []):
+        with pytest.raises(ValueError) as info:
+            class_count(names, None)
+        assert str(info.value).endswith("a classifier needs at least 2 classes, one folder each")
+        assert f"dataset_dir has {len(names)} class folder" in str(info.value)
 
 
 @pytest.mark.parametrize("good", [2, 10, np.int64(3)])

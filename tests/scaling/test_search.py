@@ -122,7 +122,7 @@ def test_an_interrupted_search_reruns_only_unfinished_trials(stripes):
 
 
 def test_cli_loads_the_finished_trials_and_prints_json(stripes, capsys):
-    argv = ["scale-search", str(stripes.data), "--num-classes", "2", "--budget", "3",
+    argv = ["scale-search", str(stripes.data), "--budget", "3",  # classes counted
             "--base-width", "0.5", "--base-depth", "0.5", "--base-resolution", "64",
             "--epochs", "5", "--subset", "all", "--val-fraction", str(1 / 3),
             "--search-dir", str(stripes.search_dir)]
