@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import re
 import sys
 import tempfile
 import time
@@ -191,10 +192,12 @@ def flag_help(field) -> str:
         'stop a phase early when validation stops improving (default: on)'
         >>> flag_help(fields["top_k"])
         "k values of the report's top-k accuracy (default: 3,5)"
+        >>> flag_help(fields["strategy"]).partition(" (default")[0]
+        'where to train: auto, cpu, gpu, mirrored, tpu or multiworker'
     """
-    text = field.metadata["help"]
-    if field.default is None and "; None: " in text:
-        text, _, meaning = text.partition("; None: ")
+    text, _, meaning = field.metadata["help"].partition("; None: ")
+    text = field.metadata.get("cli_help", text)  # without what only Python can pass
+    if field.default is None and meaning:
         return f"{text} (default: {meaning})"
     return f"{text} (default: {shown_default(field.default)})"
 
@@ -303,6 +306,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The library's keyword hints (in log lines and errors) as this command's flags.
+_AS_FLAGS = ((re.compile(r"\boverwrite=True\b"), "--overwrite"),
+             (re.compile(r"\bweights=None\b"), "--weights none"),
+             (re.compile(r"\bweights='([^']*)'"), r"--weights \1"))
+
+
+def flag_wording(text: str) -> str:
+    """``text`` with the library's keyword hints worded as ``effnet-tl`` flags.
+
+    Example:
+        >>> flag_wording("download it, or pass weights='/path/b0.h5'; or use weights=None")
+        'download it, or pass --weights /path/b0.h5; or use --weights none'
+    """
+    for pattern, flag in _AS_FLAGS:
+        text = pattern.sub(flag, text)
+    return text
+
+
 class _FlagWording:
     """``sys.stdout``, with the library's keyword hints worded as this command's flags."""
 
@@ -310,7 +331,7 @@ class _FlagWording:
         self._stream = stream
 
     def write(self, text: str) -> int:
-        return self._stream.write(text.replace("overwrite=True", "--overwrite"))
+        return self._stream.write(flag_wording(text))
 
     def __getattr__(self, name):  # isatty, flush, encoding, ...: the real stream's
         return getattr(self._stream, name)
@@ -337,7 +358,8 @@ def _fit(args: argparse.Namespace) -> int:
     summary = {"run_dir": str(result.run_dir), "val_accuracy": result.val_accuracy,
                "test_accuracy": result.test_accuracy,
                "kept_epoch": kept["epoch"] if kept else None,
-               "stopped_early": result.metrics.get("stopped_early") or None,
+               # {phase: {"epoch", "reason"}} for the phases that stopped early; {}: none did
+               "stopped_early": result.metrics.get("stopped_early") or {},
                "nonfinite_stop": result.stopped}
     print(json.dumps(summary, indent=2, default=str))
     return 0
@@ -420,7 +442,7 @@ def main(argv=None) -> int:
         if debug:
             raise
         line, status = _error_line(error, getattr(args, "command", None))
-        print(f"effnet-tl: error: {line}", file=sys.stderr)
+        print(f"effnet-tl: error: {flag_wording(line)}", file=sys.stderr)
         return status
 
 

@@ -71,8 +71,12 @@ def test_fit_trains_quietly_and_prints_a_json_summary(trained):
     # One line per epoch on stderr (not a terminal): no progress-bar control characters.
     assert not re.search(r"[\r\x08\x1b]", done.stderr + done.stdout)
     assert "Epoch 3/3" in done.stderr and "kept epoch" in done.stderr
+    # Keras numbers epochs across the run; the phase lines say which are whose.
+    assert "effnet_tl: head phase, epochs 1-2 of the run: " in done.stderr
+    assert "effnet_tl: finetune phase, epoch 3 of the run: " in done.stderr
     result = summary(done.stdout)
     assert result["run_dir"] == str(root / "run") and result["nonfinite_stop"] is None
+    assert result["stopped_early"] == {}  # 3 epochs, no patience to run out
     assert 0.0 <= result["val_accuracy"] <= 1.0 and result["test_accuracy"] is None
     assert result["kept_epoch"] in (1, 2, 3)
     assert (root / "run" / "model.keras").exists()
@@ -162,6 +166,23 @@ def test_a_wrong_num_classes_fails_before_training(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_offline_imagenet_weights_error_names_the_weights_flag(tmp_path, monkeypatch, capsys):
+    from effnet_tl.models import weights as weights_module
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))  # no cached copy
+    monkeypatch.setenv(weights_module.WEIGHTS_DIR_ENV, str(tmp_path / "empty"))
+    monkeypatch.setattr(weights_module, "KERAS_V1_BASE_URL", (tmp_path / "offline").as_uri() + "/")
+    data = write_classes(tmp_path / "data", per_class=3)
+    status = cli.main(["fit", str(data), "--variant", "b0", "--image-size", "32",
+                       "--run-dir", str(tmp_path / "run")])
+    assert status == 1
+    # Keras' "Downloading data from ..." line comes first, as it would online.
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.startswith("effnet-tl: error: Could not get ImageNet weights for 'b0'"), line
+    assert "or pass --weights /path/to/efficientnetb0_notop.h5" in line, line
+    assert "weights=" not in line
+
+
 def test_unexpected_errors_are_one_line_pointing_at_debug(monkeypatch, capsys):
     def broken(args):
         raise KeyError("model")
@@ -224,12 +245,17 @@ def test_fit_help_shows_every_settings_field_with_its_description_and_default(ca
     text = help_text(["fit", "--help"], capsys)
     for field in settings_fields():
         flag = "--" + field.name.replace("_", "-")
-        description = field.metadata["help"].partition("; None: ")[0]
+        description = field.metadata.get("cli_help",
+                                         field.metadata["help"].partition("; None: ")[0])
         assert re.search(rf"{re.escape(flag)}\b", text), flag
         assert f"{description} (default: {expected_default(field)})" in text, field.name
         if isinstance(field.default, bool) or field.metadata.get("type") is bool:
             assert f"--no-{flag[2:]}" in text
     assert "--num-classes N number of classes" in text and "(default: off)" in text
+    # Worded for a shell: only names and numbers can be typed there, no Python objects.
+    for python_only in ("None", "custom_variant", "VariantSpec", "AugmentSpec", "albumentations",
+                        "Keras layers", "dict", "tf.distribute"):
+        assert python_only not in text, python_only
 
 
 def test_every_option_of_every_command_shows_a_description_and_default(capsys):

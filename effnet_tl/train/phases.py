@@ -132,7 +132,11 @@ def run_phase(phase: Phase, model, data, *, paths, settings, first_epoch: int, p
     stoppers = [c for c in callbacks if isinstance(c, (StopWhenStalled, StopAtDeadline))]
     epochs_trained = max(0, backup.resume_epoch - first_epoch)
     if verbose:
-        print(f"effnet_tl: {phase.name} phase: {phase.describe(unfrozen, data)}", flush=True)
+        # Epochs are numbered across the run (as history.csv and "kept epoch" count them).
+        first, last = first_epoch + 1, first_epoch + phase.epochs
+        span = f"epoch {first}" if first == last else f"epochs {first}-{last}"
+        print(f"effnet_tl: {phase.name} phase, {span} of the run: "
+              f"{phase.describe(unfrozen, data)}", flush=True)
         if epochs_trained:
             print(f"effnet_tl: resuming the {phase.name} phase after epoch "
                   f"{backup.resume_epoch} (from {paths.backup / phase.name})", flush=True)

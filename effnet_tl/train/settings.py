@@ -45,7 +45,9 @@ MIXED_PRECISION_CHOICES = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 def knob(default, help: str, **cli) -> Any:
-    """A settings field: its default, a one-line description, and CLI hints (type, choices)."""
+    """A settings field: its default, a one-line description, and CLI hints (type, choices;
+    ``cli_help``: the description worded for the command line, where only names and numbers
+    can be given)."""
     return dataclasses.field(default=default, metadata={"help": help, **cli})
 
 
@@ -80,8 +82,11 @@ class ModelSettings:
     """The classifier: backbone variant, weights, input size, head regularisation."""
 
     variant: Any = knob("b0", "backbone: b0-b7, v2-b0..v2-l, lite0-lite4 (effnet-tl variants), "
-                        "or a VariantSpec such as custom_variant(...)")
-    weights: str | None = knob("imagenet", "'imagenet', None (random init) or a weights file")
+                        "or a VariantSpec such as custom_variant(...)",
+                        cli_help="backbone: b0-b7, v2-b0..v2-l, lite0-lite4 (all listed by "
+                        "'effnet-tl variants')")
+    weights: str | None = knob("imagenet", "'imagenet', None (random init) or a weights file",
+                               cli_help="imagenet, none (random init) or a weights file")
     image_size: int | tuple[int, int] | None = knob(
         None, "input side in pixels, or (height, width); None: the variant's resolution", type=int)
     dropout_rate: float | None = knob(None, "dropout before the Dense layer; None: the "
@@ -115,7 +120,9 @@ class DataSettings:
                                   "images)", type=int)
     augment: Any = knob("auto", "fine-tuning augmentation: auto (the medium preset without the "
                         "flips or zoom that change the answer), none, light, medium, "
-                        "heavy, an AugmentSpec, Keras layers or an albumentations pipeline")
+                        "heavy, an AugmentSpec, Keras layers or an albumentations pipeline",
+                        cli_help="fine-tuning augmentation: auto (the medium preset without "
+                        "the flips or zoom that change the answer), or a preset")
     resize: str = knob("center_crop", "how images reach image_size", choices=RESIZE_POLICIES)
     val_fraction: float = knob(0.2, "share of each class held out for validation when the "
                                "data has no val split", type=float)
@@ -123,7 +130,8 @@ class DataSettings:
     class_weight: str | dict = knob(
         "if_imbalanced", "'if_imbalanced' (balanced weights when the largest/smallest class "
         "ratio exceeds 3), 'balanced', 'none', or a {class index: weight} dict",
-        choices=CLASS_WEIGHT_CHOICES)
+        choices=CLASS_WEIGHT_CHOICES, cli_help="if_imbalanced (balanced weights when the "
+        "largest/smallest class ratio exceeds 3), balanced or none")
     pixel_range: str = knob("rescale", "images that look like [0, 1]: 'rescale' to [0, 255] "
                             "with a warning, 'warn' only, or 'ignore'", choices=PIXEL_RANGE_CHOICES)
 
@@ -212,9 +220,10 @@ class RunSettings:
                           "data_dir, as tfds.load does (off: fail at once, naming the `tfds "
                           "build` command)", type=bool)
     strategy: Any = knob(None, "where to train: auto, cpu, gpu, mirrored, tpu, multiworker, "
-                         "or (from Python) a tf.distribute.Strategy; None: auto, which is "
+                         "or a tf.distribute.Strategy; None: auto, which is "
                          "multiworker when TF_CONFIG names several workers, else a TPU when one "
-                         "is found, else the GPUs or the CPU")
+                         "is found, else the GPUs or the CPU",
+                         cli_help="where to train: auto, cpu, gpu, mirrored, tpu or multiworker")
     tpu_address: str | None = knob(None, "the TPU to use: a name, grpc://host:port or local; "
                                    "None: the COLAB_TPU_ADDR or TPU_NAME environment "
                                    "variable, or this TPU VM's chips")
