@@ -309,7 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
 #: The library's keyword hints (in log lines and errors) as this command's flags.
 _AS_FLAGS = ((re.compile(r"\boverwrite=True\b"), "--overwrite"),
              (re.compile(r"\bweights=None\b"), "--weights none"),
-             (re.compile(r"\bweights='([^']*)'"), r"--weights \1"))
+             (re.compile(r"\bweights='([^']*)'"), r"--weights \1"),
+             (re.compile(r" or None \(chosen from"), " or left out (chosen from"),
+             (re.compile(r", a VariantSpec, or custom_variant\(phi=\.\.\.\) for any compound "
+                         r"coefficient"), ""))  # Python-only forms
+_RECEIVED = re.compile(r"Received: (\w+)=('?)([^'\s]*)\2")
 
 
 def flag_wording(text: str) -> str:
@@ -318,10 +322,21 @@ def flag_wording(text: str) -> str:
     Example:
         >>> flag_wording("download it, or pass weights='/path/b0.h5'; or use weights=None")
         'download it, or pass --weights /path/b0.h5; or use --weights none'
+        >>> flag_wording("must be >= 0 or None (chosen from the data). Received: patience=-1")
+        'must be >= 0 or left out (chosen from the data). Received: --patience -1'
     """
+    from effnet_tl.train.settings import FitOptions
+
     for pattern, flag in _AS_FLAGS:
         text = pattern.sub(flag, text)
-    return text
+
+    def as_flag(match):
+        name, value = match.group(1), match.group(3)
+        if name not in FitOptions.names():
+            return match.group(0)
+        return f"Received: --{name.replace('_', '-')} {value}"
+
+    return _RECEIVED.sub(as_flag, text)
 
 
 class _FlagWording:
@@ -337,15 +352,22 @@ class _FlagWording:
         return getattr(self._stream, name)
 
 
-def _fit(args: argparse.Namespace) -> int:
-    from effnet_tl import fit
+def _fit_options(args: argparse.Namespace) -> dict:
+    """``fit``'s keyword arguments from the flags given; a bad value is a usage error (nothing
+    read yet, TensorFlow not imported: the settings module is light)."""
     from effnet_tl.train.settings import FitOptions
 
     options = {name: value for name, value in vars(args).items() if name in FitOptions.names()}
     try:
-        FitOptions.from_kwargs(**options)  # bad values are usage errors: nothing read yet
+        FitOptions.from_kwargs(**options)
     except (ValueError, TypeError) as error:
         raise UsageError(str(error)) from error
+    return options
+
+
+def _fit(args: argparse.Namespace, options: dict) -> int:
+    from effnet_tl import fit
+
     # Progress and log lines go to stderr: stdout holds the JSON summary alone (`| jq` works).
     with contextlib.redirect_stdout(_FlagWording(sys.stderr)):
         result = fit(args.dataset_dir, args.num_classes, **options)
@@ -428,13 +450,17 @@ def main(argv=None) -> int:
     debug, args = "--debug" in argv, None
     try:
         if not debug:
+            _python_warnings_on_one_line()
+        # Parsing and checking the flags import no TensorFlow: --help and usage errors are
+        # instant (TensorFlow takes seconds to load).
+        args = build_parser().parse_args(argv)
+        options = _fit_options(args) if args.command == "fit" else None
+        if not debug:
             from effnet_tl.quiet import quiet_tensorflow
 
-            quiet_tensorflow()  # before anything imports TensorFlow (the settings do)
-            _python_warnings_on_one_line()
-        args = build_parser().parse_args(argv)
+            quiet_tensorflow()  # before the command imports TensorFlow
         if args.command in ("fit", "demo"):
-            return _demo(args) if args.command == "demo" else _fit(args)
+            return _demo(args) if args.command == "demo" else _fit(args, options)
         from effnet_tl.commands import COMMANDS
 
         return import_module(COMMANDS[args.command]).run(args)

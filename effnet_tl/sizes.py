@@ -9,7 +9,10 @@ from __future__ import annotations
 import numbers
 from typing import Sequence
 
-__all__ = ["image_size_pair"]
+__all__ = ["RESIZE_POLICIES", "image_size_pair"]
+
+#: How an image reaches the model's input size (:mod:`effnet_tl.data.transforms` applies them).
+RESIZE_POLICIES = ("crop", "center_crop", "random_crop", "pad", "stretch")
 
 _ACCEPTED = "an int (square) or a (height, width) pair of positive ints"
 

@@ -106,6 +106,19 @@ def test_other_settings_in_a_finished_run_folder_is_one_line_naming_overwrite(tr
                                       "settings (changed: seed); pass --overwrite")
 
 
+@pytest.mark.parametrize("argv, status", [(["--help"], 0), (["fit", "--help"], 0),
+                                          (["fit", "data", "--patience", "-1"], 2),
+                                          (["fit", "data", "--variant", "b9"], 2)])
+def test_help_and_usage_errors_do_not_load_tensorflow(argv, status):
+    """TensorFlow takes seconds to import: flags are parsed and checked before it is."""
+    script = ("import sys\nfrom effnet_tl import cli\ntry:\n    status = cli.main(sys.argv[1:])\n"
+              "except SystemExit as exit_:\n    status = exit_.code\n"
+              "print(status, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.splitlines()[-1] == f"{status} False False", done.stdout + done.stderr
+
+
 @pytest.mark.xdist_group("cli_subprocess")
 def test_a_missing_dataset_is_one_line_without_tensorflow_logs(tmp_path):
     done = run_cli("fit", tmp_path / "nowhere", "--num-classes", "3", cwd=tmp_path)
@@ -153,7 +166,8 @@ def test_a_bad_setting_fails_before_reading_data(tmp_path, capsys):
     status = cli.main(["fit", str(tmp_path / "missing"), "--num-classes", "2",
                        "--finetune-views", "-1", "--run-dir", str(tmp_path / "run")])
     assert status == 2
-    assert "Received: finetune_views=-1" in one_error_line(capsys)
+    assert "or left out (chosen from the data). Received: --finetune-views -1" \
+        in one_error_line(capsys)
     assert not (tmp_path / "run").exists()
 
 
@@ -184,7 +198,7 @@ def test_offline_imagenet_weights_error_names_the_weights_flag(tmp_path, monkeyp
 
 
 def test_unexpected_errors_are_one_line_pointing_at_debug(monkeypatch, capsys):
-    def broken(args):
+    def broken(args, options):
         raise KeyError("model")
 
     monkeypatch.setattr(cli, "_fit", broken)
@@ -196,7 +210,7 @@ def test_unexpected_errors_are_one_line_pointing_at_debug(monkeypatch, capsys):
 
 
 def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):
-    def interrupted(args):
+    def interrupted(args, options):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "_fit", interrupted)

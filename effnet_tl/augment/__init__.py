@@ -15,38 +15,26 @@ Example:
     [True, True, False]
 """
 
-from effnet_tl.augment.albumentations_adapter import AlbumentationsAdapter
-from effnet_tl.augment.fused import RANDAUGMENT_OPS, FusedAugment, augment_batch
-from effnet_tl.augment.mix import mix_batch
-from effnet_tl.augment.pipeline import (
-    KerasLayersAugmenter,
-    augment_dataset,
-    build_augmenter,
-    choose_placement,
-)
-from effnet_tl.augment.presets import (
-    DEFAULT_PRESET,
-    PRESETS,
-    AugmentSpec,
-    augmentation_off,
-    get_preset,
-)
-from effnet_tl.augment.preview import preview
+from effnet_tl.lazy import export_lazily
 
-__all__ = [
-    "AlbumentationsAdapter",
-    "AugmentSpec",
-    "DEFAULT_PRESET",
-    "FusedAugment",
-    "KerasLayersAugmenter",
-    "PRESETS",
-    "RANDAUGMENT_OPS",
-    "augment_batch",
-    "augment_dataset",
-    "augmentation_off",
-    "build_augmenter",
-    "choose_placement",
-    "get_preset",
-    "mix_batch",
-    "preview",
-]
+# Names load on first use (PEP 562): the presets are plain dataclasses, which the command line
+# reads without importing TensorFlow; the augmenters import it.
+_EXPORTS = {
+    "AlbumentationsAdapter": "albumentations_adapter",
+    "AugmentSpec": "presets",
+    "DEFAULT_PRESET": "presets",
+    "FusedAugment": "fused",
+    "KerasLayersAugmenter": "pipeline",
+    "PRESETS": "presets",
+    "RANDAUGMENT_OPS": "fused",
+    "augment_batch": "fused",
+    "augment_dataset": "pipeline",
+    "augmentation_off": "presets",
+    "build_augmenter": "pipeline",
+    "choose_placement": "pipeline",
+    "get_preset": "presets",
+    "mix_batch": "mix",
+    "preview": "preview",
+}
+
+export_lazily(__name__, _EXPORTS)

@@ -1,10 +1,11 @@
 """Per-image geometry of the input pipeline: resize policies, crop windows, decode and resize.
 
-Owns ``RESIZE_POLICIES`` and the map functions :mod:`effnet_tl.data.pipeline` assembles: the
-file decoder (one TensorFlow JPEG/PNG decode per file, DCT-scaled JPEG decoding, the Pillow route
-of :func:`effnet_tl.data.imagefile.decode_rgb` for files that need conversion), the crop window
-(random-resized or the largest centred one, precomputable from the doctor's sizes), the resize,
-and the same transform for decoded tensors, which :func:`eval_resize` applies to one image.
+Applies the ``RESIZE_POLICIES`` that :mod:`effnet_tl.sizes` names, with the map functions
+:mod:`effnet_tl.data.pipeline` assembles: the file decoder (one TensorFlow JPEG/PNG decode per
+file, DCT-scaled JPEG decoding, the Pillow route of :func:`effnet_tl.data.imagefile.decode_rgb`
+for files that need conversion), the crop window (random-resized or the largest centred one,
+precomputable from the doctor's sizes), the resize, and the same transform for decoded tensors,
+which :func:`eval_resize` applies to one image.
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from typing import Sequence
 import numpy as np
 
 from effnet_tl.data.imagefile import decode_rgb
-from effnet_tl.sizes import image_size_pair
+from effnet_tl.sizes import RESIZE_POLICIES, image_size_pair
 
-RESIZE_POLICIES = ("crop", "center_crop", "random_crop", "pad", "stretch")
 _DECODER_IDS = {"jpeg": 0, "png": 1, "pillow": 2}
 
 

@@ -1,20 +1,29 @@
-"""EfficientNet family: block tables, compound scaling, the builder, weights and profiling."""
+"""EfficientNet family: block tables, compound scaling, the builder, weights and profiling.
 
-from effnet_tl.models.efficientnet import backbone, feature_extractor, scaled_stage_layout
-from effnet_tl.models.profile import ModelProfile, profile, variant_table
-from effnet_tl.models.scaling import (
-    ScalingMultipliers,
-    compound_scaling,
-    round_filters,
-    round_repeats,
-    round_resolution,
-)
-from effnet_tl.models.variants import VARIANTS, VariantSpec, custom_variant, get_variant
-from effnet_tl.models.weights import WeightsMismatchError, WeightsUnavailableError
+Names load on first use (PEP 562): the variant tables and the scaling rules are plain Python,
+which the command line reads without importing TensorFlow; the builder imports Keras.
+"""
 
-__all__ = [
-    "VARIANTS", "ModelProfile", "ScalingMultipliers", "VariantSpec", "WeightsMismatchError",
-    "WeightsUnavailableError", "backbone", "compound_scaling", "custom_variant",
-    "feature_extractor", "get_variant", "profile", "variant_table", "round_filters", "round_repeats", "round_resolution",
-    "scaled_stage_layout",
-]
+from effnet_tl.lazy import export_lazily
+
+_EXPORTS = {
+    "backbone": "efficientnet",
+    "feature_extractor": "efficientnet",
+    "scaled_stage_layout": "efficientnet",
+    "ModelProfile": "profile",
+    "profile": "profile",
+    "variant_table": "profile",
+    "ScalingMultipliers": "scaling",
+    "compound_scaling": "scaling",
+    "round_filters": "scaling",
+    "round_repeats": "scaling",
+    "round_resolution": "scaling",
+    "VARIANTS": "variants",
+    "VariantSpec": "variants",
+    "custom_variant": "variants",
+    "get_variant": "variants",
+    "WeightsMismatchError": "weights",
+    "WeightsUnavailableError": "weights",
+}
+
+export_lazily(__name__, _EXPORTS)

@@ -32,7 +32,6 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from effnet_tl.models import compound_scaling, custom_variant, get_variant
-from effnet_tl.models.efficientnet import scaled_stage_layout, stem_filters, top_filters
 from effnet_tl.models.scaling import PAPER_ALPHA, PAPER_BETA, PAPER_GAMMA
 from effnet_tl.models.variants import VariantSpec
 
@@ -198,6 +197,10 @@ def scaled_spec(base: VariantSpec, point: GridPoint, phi: float) -> VariantSpec:
 
 def architecture(spec: VariantSpec) -> tuple:
     """What decides the built network: equal keys build identical models."""
+    # Imported here: the builder's module imports Keras, which `effnet-tl scale-search --help`
+    # (this module's DEFAULT_GRID) does not need.
+    from effnet_tl.models.efficientnet import scaled_stage_layout, stem_filters, top_filters
+
     layout = tuple(tuple(sorted(block.items())) for block in scaled_stage_layout(spec))
     return (spec.family, spec.activation, spec.resolution, stem_filters(spec), top_filters(spec),
             layout)
@@ -270,7 +273,7 @@ def choose(points: Sequence[GridPoint], budget: int, *, base: VariantSpec, phi: 
                              "reason": reason})
             return None
         built[key] = point.name
-        return Candidate(point, spec, spec.resolution, len(scaled_stage_layout(spec)),
+        return Candidate(point, spec, spec.resolution, len(architecture(spec)[-1]),
                          cost["multiply_adds"], cost["params"], ratio)
 
     return base_cost, spread(points, budget, accept), rejected

@@ -9,7 +9,7 @@ Example:
     0.0
 """
 
-from importlib import import_module
+from effnet_tl.lazy import export_lazily
 
 _EXPORTS = {
     "fit": "recipe",
@@ -36,16 +36,4 @@ _EXPORTS = {
     "mixed_precision_policy_for": "strategy",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        value = getattr(import_module(f"effnet_tl.train.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'effnet_tl.train' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+export_lazily(__name__, _EXPORTS)

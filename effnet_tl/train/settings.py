@@ -25,8 +25,9 @@ import inspect
 import json
 from typing import Any
 
-from effnet_tl.data import RESIZE_POLICIES
-from effnet_tl.models import get_variant
+# Light imports only: the command line builds its flags from this module before (and
+# without) importing TensorFlow, so `effnet-tl fit --help` and usage errors are instant.
+from effnet_tl.sizes import RESIZE_POLICIES
 
 __all__ = [
     "DataSettings",
@@ -99,6 +100,8 @@ class ModelSettings:
         "on TPU", choices=MIXED_PRECISION_CHOICES)
 
     def __post_init__(self):
+        from effnet_tl.models import get_variant
+
         get_variant(self.variant)  # an unknown variant fails now, listing the known ones
         size = self.image_size
         if size is not None:

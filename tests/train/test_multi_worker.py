@@ -145,7 +145,10 @@ def test_a_killed_worker_stops_the_other_and_both_resume(data, tmp_path):
     assert status == 1, log[-3000:]
     assert waited < 60, waited
     error = [line for line in log.splitlines() if line.startswith("effnet-tl: error:")]
-    assert len(error) == 1 and "worker task 1 stopped sending heartbeats" in error[0] and \
+    # Which notices first is a race: the heartbeat check (idle machine), or a collective op of
+    # the running step failing on the dead peer (seen when the 2 cores are busy elsewhere).
+    assert len(error) == 1 and ("worker task 1 stopped sending heartbeats" in error[0] or
+                                "another worker stopped or cannot be reached" in error[0]) and \
         "training resumes after the last finished epoch" in error[0], log[-3000:]
     assert "Traceback" not in log
     finished = len(history.read_text().strip().splitlines()) - 1
