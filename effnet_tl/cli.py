@@ -322,17 +322,19 @@ def flag_wording(text: str) -> str:
     Example:
         >>> flag_wording("download it, or pass weights='/path/b0.h5'; or use weights=None")
         'download it, or pass --weights /path/b0.h5; or use --weights none'
+        >>> import effnet_tl.train.settings  # imported once fit's flags are checked
         >>> flag_wording("must be >= 0 or None (chosen from the data). Received: patience=-1")
         'must be >= 0 or left out (chosen from the data). Received: --patience -1'
     """
-    from effnet_tl.train.settings import FitOptions
-
     for pattern, flag in _AS_FLAGS:
         text = pattern.sub(flag, text)
+    # Only if already imported: this runs in the error handler, where an import could fail again.
+    settings = _loaded("effnet_tl.train.settings", "FitOptions")
+    names = settings.names() if settings else ()
 
     def as_flag(match):
         name, value = match.group(1), match.group(3)
-        if name not in FitOptions.names():
+        if name not in names:
             return match.group(0)
         return f"Received: --{name.replace('_', '-')} {value}"
 
