@@ -142,6 +142,17 @@ def _unfreeze(value: str):
         return value
 
 
+def _image_size(value: str):
+    """``--image-size 64`` (square) or ``--image-size 64,48`` (height, width)."""
+    try:
+        sides = tuple(int(side) for side in value.split(","))
+    except ValueError:
+        sides = ()
+    if len(sides) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected N or HEIGHT,WIDTH in pixels, got {value!r}")
+    return sides[0] if len(sides) == 1 else sides
+
+
 def _budget(value: str):
     """``--budget best|fast`` as given; a number of seconds as a float."""
     try:
@@ -169,6 +180,7 @@ def _command_line_forms() -> dict[str, dict]:
 
     return {
         "weights": dict(type=_weights, metavar="{imagenet,none,FILE}"),
+        "image_size": dict(type=_image_size, metavar="SIZE"),
         "unfreeze_blocks": dict(type=_unfreeze, metavar="{N,BLOCK,all}"),
         "augment": dict(choices=("auto", *PRESETS)),
         "budget": dict(type=_budget, metavar="{best,fast,SECONDS}"),
@@ -196,7 +208,9 @@ def flag_help(field) -> str:
         'where to train: auto, cpu, gpu, mirrored, tpu or multiworker'
     """
     text, _, meaning = field.metadata["help"].partition("; None: ")
-    text = field.metadata.get("cli_help", text)  # without what only Python can pass
+    if "cli_help" in field.metadata:  # worded without what only Python can pass
+        text, _, cli_meaning = field.metadata["cli_help"].partition("; None: ")
+        meaning = cli_meaning or meaning
     if field.default is None and meaning:
         return f"{text} (default: {meaning})"
     return f"{text} (default: {shown_default(field.default)})"
@@ -290,8 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
         "fit", help="two-phase fine-tuning of a folder of images; writes runs/<name>/",
         description="Train the head on the frozen backbone, then fine-tune the top blocks; "
         "prints a JSON summary on stdout. Rerunning the same command resumes an interrupted "
-        "run or loads a finished one. Options left out are chosen as effnet_tl.fit chooses "
-        "them.")
+        "run or loads a finished one. Options left out are chosen from the data, as "
+        "effnet_tl.fit chooses them.")
     add_dataset_arguments(fit, "dataset_dir")
     add_settings_flags(fit)
     _add_debug(fit)
@@ -308,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: The library's keyword hints (in log lines and errors) as this command's flags.
 _AS_FLAGS = ((re.compile(r"\boverwrite=True\b"), "--overwrite"),
+             (re.compile(r"\bnum_classes=(\d+)"), r"--num-classes \1"),
+             (re.compile(r"\bimage_size=\((\d+), (\d+)\)"), r"--image-size \1,\2"),
              (re.compile(r"\bweights=None\b"), "--weights none"),
              (re.compile(r"\bweights='([^']*)'"), r"--weights \1"),
              (re.compile(r" or None \(chosen from"), " or left out (chosen from"),

@@ -159,7 +159,19 @@ def test_a_bad_flag_value_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["fit", "some_dir", "--num-classes", "3", "--image-size", "big"])
     assert exit_.value.code == 2
-    assert "argument --image-size: invalid int value: 'big'" in one_error_line(capsys)
+    assert "argument --image-size: expected N or HEIGHT,WIDTH in pixels, got 'big'" \
+        in one_error_line(capsys)
+
+
+def test_image_size_is_a_side_or_height_comma_width(tmp_path, capsys):
+    parse = cli.build_parser().parse_args
+    assert parse(["fit", "d", "--image-size", "64"]).image_size == 64
+    assert parse(["fit", "d", "--image-size", "64,48"]).image_size == (64, 48)
+    with pytest.raises(SystemExit):
+        parse(["fit", "d", "--image-size", "64x48"])
+    assert "expected N or HEIGHT,WIDTH in pixels, got '64x48'" in one_error_line(capsys)
+    assert cli.main(["fit", str(tmp_path), "--image-size", "64,0"]) == 2
+    assert "image_size=" not in one_error_line(capsys)
 
 
 def test_a_bad_setting_fails_before_reading_data(tmp_path, capsys):
@@ -176,7 +188,7 @@ def test_a_wrong_num_classes_fails_before_training(tmp_path, capsys):
     status = cli.main(["fit", str(data), "--num-classes", "5", "--variant", "lite0",
                        "--run-dir", str(tmp_path / "run")])
     assert status == 1
-    assert "num_classes=5 but dataset_dir has 3 class folders" in one_error_line(capsys)
+    assert "--num-classes 5 but dataset_dir has 3 class folders" in one_error_line(capsys)
     assert not (tmp_path / "run").exists()
 
 
@@ -233,9 +245,10 @@ def settings_fields():
 
 
 def expected_default(field) -> str:
-    help_text = field.metadata["help"]
+    meanings = [field.metadata[key].partition("; None: ")[2] for key in ("cli_help", "help")
+                if key in field.metadata]
     if field.default is None:
-        return help_text.partition("; None: ")[2] or "chosen from the data"
+        return next((meaning for meaning in meanings if meaning), "chosen from the data")
     if isinstance(field.default, bool):
         return "on" if field.default else "off"
     if isinstance(field.default, tuple):
@@ -259,8 +272,8 @@ def test_fit_help_shows_every_settings_field_with_its_description_and_default(ca
     text = help_text(["fit", "--help"], capsys)
     for field in settings_fields():
         flag = "--" + field.name.replace("_", "-")
-        description = field.metadata.get("cli_help",
-                                         field.metadata["help"].partition("; None: ")[0])
+        description = field.metadata.get("cli_help", field.metadata["help"]).partition(
+            "; None: ")[0]
         assert re.search(rf"{re.escape(flag)}\b", text), flag
         assert f"{description} (default: {expected_default(field)})" in text, field.name
         if isinstance(field.default, bool) or field.metadata.get("type") is bool:

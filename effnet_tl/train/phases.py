@@ -70,8 +70,9 @@ class Phase:
         cached = (f" on the cached output of the frozen layers below, {data.views} view(s) of "
                   f"the training set (1 plain + {data.views - 1} augmented)" if data.views else "")
         batch_norm = "BatchNorm trains" if self.train_batch_norm else "BatchNorm frozen"
-        return (f"fine-tuning the top {self.unfreeze_blocks} blocks ({len(unfrozen)} layers from "
-                f"{unfrozen[0] if unfrozen else '-'} up; {batch_norm}){cached}")
+        return (f"fine-tuning the top {self.unfreeze_blocks} blocks ("
+                f"{unfrozen[0] if unfrozen else '-'} and every layer above it; {batch_norm})"
+                f"{cached}")
 
 
 def plan(settings) -> list[Phase]:

@@ -89,7 +89,8 @@ class ModelSettings:
     weights: str | None = knob("imagenet", "'imagenet', None (random init) or a weights file",
                                cli_help="imagenet, none (random init) or a weights file")
     image_size: int | tuple[int, int] | None = knob(
-        None, "input side in pixels, or (height, width); None: the variant's resolution", type=int)
+        None, "input side in pixels, or (height, width); None: the variant's resolution",
+        cli_help="input side in pixels, or HEIGHT,WIDTH")
     dropout_rate: float | None = knob(None, "dropout before the Dense layer; None: the "
                                       "variant's rate", type=float)
     drop_path_rate: float = knob(0.2, "stochastic depth of the backbone's last block", type=float)
@@ -126,7 +127,8 @@ class DataSettings:
                         "heavy, an AugmentSpec, Keras layers or an albumentations pipeline",
                         cli_help="fine-tuning augmentation: auto (the medium preset without "
                         "the flips or zoom that change the answer), or a preset")
-    resize: str = knob("center_crop", "how images reach image_size", choices=RESIZE_POLICIES)
+    resize: str = knob("center_crop", "how images reach image_size", choices=RESIZE_POLICIES,
+                       cli_help="how images reach the input size")
     val_fraction: float = knob(0.2, "share of each class held out for validation when the "
                                "data has no val split", type=float)
     seed: int = knob(0, "seeds the split, shuffling, augmentation and initialisation", type=int)
@@ -214,14 +216,18 @@ class RecipeSettings:
 class RunSettings:
     """Where the run folder and tfds data live, how the run behaves; not part of "the same run"."""
 
-    run_dir: Any = knob(None, "the run folder; None: runs_root/name")
+    run_dir: Any = knob(None, "the run folder; None: runs_root/name",
+                        cli_help="the run folder; None: RUNS_ROOT/NAME")
     runs_root: Any = knob("runs", "parent of the default run folder")
     name: str | None = knob(None, "run folder name; None: <dataset>-<variant>")
     data_dir: Any = knob(None, "TensorFlow Datasets folder for a tfds:NAME dataset; None: "
                          "$TFDS_DATA_DIR or ~/tensorflow_datasets")
     download: bool = knob(True, "download and prepare a tfds:NAME dataset missing from "
                           "data_dir, as tfds.load does (off: fail at once, naming the `tfds "
-                          "build` command)", type=bool)
+                          "build` command)", type=bool,
+                          cli_help="download and prepare a tfds:NAME dataset missing from "
+                          "DATA_DIR, as tfds.load does (off: fail at once, naming the `tfds "
+                          "build` command)")
     strategy: Any = knob(None, "where to train: auto, cpu, gpu, mirrored, tpu, multiworker, "
                          "or a tf.distribute.Strategy; None: auto, which is "
                          "multiworker when TF_CONFIG names several workers, else a TPU when one "
@@ -235,7 +241,8 @@ class RunSettings:
                                     "VM reads local files and needs none); None: such a run "
                                     "stops and asks for it")
     top_k: tuple[int, ...] = knob((3, 5), "k values of the report's top-k accuracy")
-    tensorboard: bool = knob(False, "also log to run_dir/tensorboard", type=bool)
+    tensorboard: bool = knob(False, "also log to run_dir/tensorboard", type=bool,
+                             cli_help="also log to RUN_DIR/tensorboard")
     keep_backups: bool = knob(False, "keep backup/ (per-epoch resume state) after the run "
                               "finishes", type=bool)
     overwrite: bool = knob(False, "delete a finished run or one with other settings and train "
