@@ -46,14 +46,14 @@ class Progress:
     """``progress(done, total)`` callback: a line on stderr at most every ``every`` seconds,
     and one at the end."""
 
-    def __init__(self, verb: str, every: float = 5.0):
-        self.verb, self.every, self.last = verb, every, time.monotonic()
+    def __init__(self, verb: str, every: float = 5.0, noun: str = "images"):
+        self.verb, self.every, self.noun, self.last = verb, every, noun, time.monotonic()
 
     def __call__(self, done: int, total: int) -> None:
         now = time.monotonic()
         if done == total or now - self.last >= self.every:
             self.last = now
-            say(f"{self.verb} {done}/{total} images")
+            say(f"{self.verb} {done}/{total} {self.noun}")
 
 
 def add_dataset_arguments(parser, dest: str = "dataset") -> None:

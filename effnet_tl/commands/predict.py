@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         print_json({"output": str(output), "predicted": len(rows), "skipped": skipped})
     if skipped:
         say(f"error: {len(skipped)} of {len(rows) + len(skipped)} files could not be read "
-            f"(named above); the other {len(rows)} were predicted")
+            f"(named above); the other {len(rows)} {'was' if len(rows) == 1 else 'were'} "
+            "predicted")
         return 1
     return 0
 
@@ -105,4 +106,4 @@ def _predict(result, args):
 
     return predict_images(result.model, result.class_names, result.config, args.images,
                           batch_size=args.batch_size, tta=args.tta, errors="skip",
-                          progress=Progress("predicted"))
+                          progress=Progress("predicted", noun="readable images"))

@@ -41,6 +41,7 @@ def test_predict_names_a_corrupt_file_and_predicts_the_others(trained, tmp_path)
     assert f"effnet-tl: warning: skipped {corrupt}: {reason}\n" in done.stderr
     assert one_error_line(done.stderr).endswith(
         "1 of 25 files could not be read (named above); the other 24 were predicted")
+    assert "effnet-tl: predicted 24/24 readable images\n" in done.stderr
     payload = json.loads(done.stdout)
     rows = payload["predictions"]
     assert [row["path"] for row in rows] == sorted(str(p) for p in (data / "test").rglob("*.*"))
