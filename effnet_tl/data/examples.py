@@ -187,6 +187,13 @@ class DatasetSource:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def described(self) -> str:
+        """How messages name it: ``"dataset_dir"`` (a folder, fit's argument), else
+        ``"the csv source"``, ``"the tfds source"``, ..."""
+        return "dataset_dir" if self.kind in ("folder", "split_folder") else \
+            f"the {self.kind} source"
+
     def splits(self) -> dict[str, Examples]:
         """The non-empty splits in order train, val, test."""
         out = {"train": self.train, "val": self.val, "test": self.test}

@@ -100,8 +100,7 @@ def resolve_source(
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
     resolved = _resolve(source, val_fraction, seed, class_names, root, data_dir, download)
-    what = "dataset_dir" if resolved.kind in ("folder", "split_folder") else f"the {resolved.kind}"
-    check_num_classes(resolved.class_names, num_classes, what=what)
+    check_num_classes(resolved.class_names, num_classes, what=resolved.described)
     return resolved
 
 

@@ -108,14 +108,13 @@ def prepare_data(dataset, num_classes: int | None, *, subset: int | None, val_fr
     from effnet_tl.data.sources import resolve_source
 
     if isinstance(dataset, DatasetSource):
-        check_num_classes(dataset.class_names, num_classes, what=f"the {dataset.kind} source")
+        check_num_classes(dataset.class_names, num_classes, what=dataset.described)
         resolved = dataset
     else:
         resolved = resolve_source(dataset, val_fraction=val_fraction, seed=seed,
                                   num_classes=num_classes)
     source = scan(resolved).source
-    num_classes = class_count(source.class_names, num_classes, what=(
-        "dataset_dir" if source.kind in ("folder", "split_folder") else f"the {source.kind}"))
+    num_classes = class_count(source.class_names, num_classes, what=source.described)
     if source.val is None:
         raise ValueError("the scale search scores trials on a held-out split: the source has "
                          f"none and val_fraction={val_fraction!r}; pass val_fraction > 0 or "

@@ -272,7 +272,7 @@ def _load_source(dataset, num_classes, data_settings, run_settings, verbose):
     from effnet_tl.data.sources import resolve_source
 
     if isinstance(dataset, DatasetSource):
-        check_num_classes(dataset.class_names, num_classes, what=f"the {dataset.kind} source")
+        check_num_classes(dataset.class_names, num_classes, what=dataset.described)
         resolved = dataset
     else:
         resolved = resolve_source(dataset, val_fraction=data_settings.val_fraction,
@@ -291,9 +291,8 @@ def _load_source(dataset, num_classes, data_settings, run_settings, verbose):
         raise ValueError(
             "fit needs a validation split: the source has none and val_fraction="
             f"{data_settings.val_fraction!r}; pass val_fraction > 0 or add a val/ folder.")
-    kind = report.source.kind
-    what = "dataset_dir" if kind in ("folder", "split_folder") else f"the {kind} source"
-    return report.source, report, class_count(report.source.class_names, num_classes, what=what)
+    source = report.source
+    return source, report, class_count(source.class_names, num_classes, what=source.described)
 
 
 def _facts(source, scan, strategy, num_classes) -> DataFacts:
