@@ -18,6 +18,11 @@ The private names, and why each is needed:
   holding the epoch to resume from, read before training starts.
 * ``Trainer._loss_tracker`` (:func:`loss_tracker`): the ``Mean`` metric behind the ``"loss"``
   log. Keras' own ``train_step`` updates it directly; a custom step has no other handle.
+* ``Trainer._symbolic_build(data_batch)`` (:func:`build_for_training`): creates the optimizer's
+  and the compiled metrics' variables before ``fit`` traces its train step. Keras does this
+  itself only for a model created under a non-default ``tf.distribute`` strategy; otherwise
+  they are created inside the first trace, and TensorFlow then traces the whole train step a
+  second time (a ``tf.function`` that created variables is retraced without creating them).
 
 Compiled metrics need no private name: they are updated through the public
 ``Model.compute_metrics``.
@@ -50,6 +55,7 @@ __all__ = [
     "CHECKED_KERAS_VERSIONS",
     "KerasInternalsError",
     "backup_metadata_path",
+    "build_for_training",
     "clear_resume_epoch",
     "loss_tracker",
     "resume_epoch",
@@ -184,3 +190,24 @@ def loss_tracker(model: keras.Model) -> keras.metrics.Mean:
             "model.compile(optimizer=..., loss=...) first."
         )
     return tracker
+
+
+def build_for_training(model: keras.Model, element_spec) -> None:
+    """Create a compiled model's optimizer and metric variables before ``fit`` traces its step.
+
+    Without it, on the default strategy, ``fit`` traces its train step twice: Keras creates
+    these variables inside the first trace and TensorFlow retraces a ``tf.function`` that
+    created variables. For a backbone's top blocks that second trace cost seconds per phase.
+    Wraps ``Trainer._symbolic_build``; ``element_spec`` is the training dataset's
+    (``(x, y)`` or ``(x, y, sample_weight)`` specs).
+
+    Example:
+        >>> import keras, tensorflow as tf
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+        >>> spec = (tf.TensorSpec((None, 3)), tf.TensorSpec((None, 2)))
+        >>> build_for_training(model, spec); model.optimizer.built
+        True
+    """
+    build = _private(model, "_symbolic_build", "build optimizer and metric state before tracing")
+    build(data_batch=element_spec)

@@ -11,6 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from packaging.requirements import Requirement
 
 from effnet_tl import compat
@@ -128,6 +129,33 @@ def test_loss_tracker_is_the_loss_log():
         compat.loss_tracker(uncompiled)
 
 
+class CountingModel(keras.Sequential):
+    """Counts how often ``fit`` traces (runs the Python body of) its train step."""
+
+    traces = 0
+
+    def train_step(self, data):
+        type(self).traces += 1
+        return super().train_step(data)
+
+
+@pytest.mark.parametrize("prebuilt", [False, True])
+def test_build_for_training_makes_fit_trace_its_step_once(prebuilt):
+    x, y = _data()
+    model = CountingModel([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse", metrics=["mae"])
+    CountingModel.traces = 0
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    if prebuilt:
+        compat.build_for_training(model, dataset.element_spec)
+        assert model.optimizer.built
+    model.fit(dataset, epochs=2, verbose=0)
+    # Keras creates optimizer and metric variables inside the first trace, and TensorFlow
+    # retraces a tf.function that created variables: two traces unless built beforehand.
+    assert CountingModel.traces == (1 if prebuilt else 2)
+    assert np.isfinite(model.evaluate(dataset, verbose=0)).all()
+
+
 def _without(obj, name):
     """``obj`` with the instance attribute ``name`` gone, as if a Keras release dropped it."""
     del vars(obj)[name]
@@ -146,6 +174,7 @@ def _without(obj, name):
         (lambda: compat.backup_metadata_path(
             _without(keras.callbacks.BackupAndRestore("/tmp/backup"), "_training_metadata_path")),
          "_training_metadata_path"),
+
     ],
 )
 def test_missing_attribute_fails_with_the_keras_version(call, name):
@@ -159,6 +188,16 @@ def test_missing_method_fails_with_the_keras_version(monkeypatch):
         compat.KerasInternalsError, match=rf"'_flatten_layers' in Keras {keras.__version__}"
     ):
         compat.sublayers(keras.layers.Dense(1))
+
+
+def test_missing_symbolic_build_fails_with_the_keras_version(monkeypatch):
+    from keras.src.trainers.trainer import Trainer
+
+    monkeypatch.delattr(Trainer, "_symbolic_build")
+    with pytest.raises(
+        compat.KerasInternalsError, match=rf"'_symbolic_build' in Keras {keras.__version__}"
+    ):
+        compat.build_for_training(_compiled_model(), ())
 
 
 def _declared_keras_requirement() -> Requirement:

@@ -24,6 +24,7 @@ import time
 import keras
 import tensorflow as tf
 
+from effnet_tl import compat
 from effnet_tl.classifier import target_loss
 from effnet_tl.train.callbacks import read_history, summarize_stop
 from effnet_tl.train.cluster import is_multi_worker
@@ -159,6 +160,7 @@ def run_phase(phase: Phase, model, data, *, paths, settings, first_epoch: int, p
                         callbacks=callbacks, class_weight=class_weight,
                         per_worker_datasets=data.sharded, verbose=verbose)
     else:
+        compat.build_for_training(trainee, inputs.train.element_spec)  # else traced twice
         trainee.fit(inputs.train, validation_data=inputs.val, initial_epoch=first_epoch,
                     epochs=first_epoch + phase.epochs, steps_per_epoch=inputs.steps,
                     validation_steps=inputs.val_steps, callbacks=callbacks,

@@ -166,6 +166,26 @@ def test_uncached_phases_train_the_whole_network_on_images(tmp_path):
         fit(data, 3, run_dir=tmp_path / "bad", finetune_views=-1, **FAST)
 
 
+def test_each_phase_traces_its_train_step_once(tmp_path, monkeypatch):
+    # A trace of the top blocks' train step costs seconds on a CPU; Keras' deferred build
+    # would trace it twice per phase (effnet_tl.compat.build_for_training).
+    from effnet_tl.train import step
+
+    traced = []
+    original = step.replica_train_step
+
+    def counting(model, *args, **kwargs):
+        traced.append(model.name)
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr(step, "replica_train_step", counting)
+    data = make_folder(tmp_path / "shapes", per_class=8)
+    result = fit(data, 3, run_dir=tmp_path / "run", head_epochs=2, finetune_epochs=2,
+                 unfreeze_blocks=1, val_fraction=0.25, **FAST)
+    assert [row["phase"] for row in result.history] == ["head"] * 2 + ["finetune"] * 2
+    assert len(traced) == 2, traced
+
+
 def test_wrong_num_classes_fails_before_training(tmp_path):
     data = make_folder(tmp_path / "shapes", per_class=3)
     with pytest.raises(ValueError, match=r"num_classes=5 but dataset_dir has 3 class folders"):
