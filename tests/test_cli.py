@@ -108,9 +108,10 @@ def test_other_settings_in_a_finished_run_folder_is_one_line_naming_overwrite(tr
 
 @pytest.mark.parametrize("argv, status", [(["--help"], 0), (["fit", "--help"], 0),
                                           (["fit", "data", "--patience", "-1"], 2),
-                                          (["fit", "data", "--variant", "b9"], 2)])
+                                          (["fit", "data", "--variant", "b9"], 2),
+                                          (["fit", "/no/such/data"], 1)])
 def test_help_and_usage_errors_do_not_load_tensorflow(argv, status):
-    """TensorFlow takes seconds to import: flags are parsed and checked before it is."""
+    """TensorFlow takes seconds to import: flags and the dataset path are checked before."""
     script = ("import sys\nfrom effnet_tl import cli\ntry:\n    status = cli.main(sys.argv[1:])\n"
               "except SystemExit as exit_:\n    status = exit_.code\n"
               "print(status, 'tensorflow' in sys.modules, 'keras' in sys.modules)")
@@ -209,24 +210,24 @@ def test_offline_imagenet_weights_error_names_the_weights_flag(tmp_path, monkeyp
     assert "weights=" not in line
 
 
-def test_unexpected_errors_are_one_line_pointing_at_debug(monkeypatch, capsys):
+def test_unexpected_errors_are_one_line_pointing_at_debug(monkeypatch, capsys, tmp_path):
     def broken(args, options):
         raise KeyError("model")
 
     monkeypatch.setattr(cli, "_fit", broken)
-    assert cli.main(["fit", "data", "--num-classes", "2"]) == 1
+    assert cli.main(["fit", str(tmp_path), "--num-classes", "2"]) == 1
     assert one_error_line(capsys) == ("effnet-tl: error: KeyError: 'model' (rerun with --debug "
                                       "for the traceback)\n")
     with pytest.raises(KeyError):
-        cli.main(["fit", "data", "--num-classes", "2", "--debug"])
+        cli.main(["fit", str(tmp_path), "--num-classes", "2", "--debug"])
 
 
-def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys):
+def test_ctrl_c_is_one_line_and_status_130(monkeypatch, capsys, tmp_path):
     def interrupted(args, options):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "_fit", interrupted)
-    assert cli.main(["fit", "data", "--num-classes", "2"]) == 130
+    assert cli.main(["fit", str(tmp_path), "--num-classes", "2"]) == 130
     assert "interrupted; rerun the same command to continue" in one_error_line(capsys)
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "SPLIT_ALIASES",
     "SYSTEM_DIR_NAMES",
     "SYSTEM_FILE_NAMES",
+    "check_path_source",
     "is_hidden_or_system",
     "resolve_source",
     "stratified_split",
@@ -104,6 +105,33 @@ def resolve_source(
     return resolved
 
 
+#: Files read as a table of paths and labels.
+TABLE_SUFFIXES = (".csv", ".tsv", ".txt")
+
+
+def check_path_source(source) -> None:
+    """Fail for a path that cannot be a dataset (missing, or a file that is not a table).
+
+    Reads nothing but the file system, so the command line checks it before TensorFlow loads.
+    Anything that is not a path (``tfds:NAME``, arrays, a ``tf.data.Dataset``) passes.
+
+    Example:
+        >>> check_path_source("tfds:mnist"); check_path_source("/no/such/folder")
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: dataset source '/no/such/folder' does not exist
+    """
+    if not isinstance(source, (str, os.PathLike)) or str(source).startswith("tfds:"):
+        return
+    path = Path(source)
+    if path.is_dir() or (path.is_file() and path.suffix.lower() in TABLE_SUFFIXES):
+        return
+    if not path.exists():
+        raise FileNotFoundError(f"dataset source {str(source)!r} does not exist")
+    raise ValueError(f"cannot use {str(source)!r} as a dataset: "
+                     "expected a folder, a .csv file or 'tfds:NAME'")
+
+
 def _resolve(source, val_fraction, seed, class_names, root, data_dir, download) -> DatasetSource:
     try:
         import pandas as pd
@@ -119,19 +147,14 @@ def _resolve(source, val_fraction, seed, class_names, root, data_dir, download) 
         path = Path(source)
         if path.is_dir():
             return _from_folder(path, val_fraction, seed)
-        if path.is_file() and path.suffix.lower() in (".csv", ".tsv", ".txt"):
+        if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
             import pandas as pd
 
             sep = "\t" if path.suffix.lower() == ".tsv" else ","
             frame = pd.read_csv(path, sep=sep)
             base = Path(root) if root is not None else path.parent
             return _from_frame(frame, base, "csv", str(path), val_fraction, seed)
-        if not path.exists():
-            raise FileNotFoundError(f"dataset source {str(source)!r} does not exist")
-        raise ValueError(
-            f"cannot use {str(source)!r} as a dataset: "
-            "expected a folder, a .csv file or 'tfds:NAME'"
-        )
+        check_path_source(source)
     if _is_tf_dataset(source):
         return _from_tf_dataset(source, class_names, val_fraction)
     if isinstance(source, (tuple, list)) and len(source) == 2:
