@@ -123,6 +123,9 @@ def _train(source, scan, settings, config, strategy, worker, chief_paths, paths,
     if decisions:
         config["decisions"] = decisions
     current = effective(settings, decisions)
+    # The head's initial weights, dropout and stochastic depth draw from Keras' global seed:
+    # unseeded, the head phase (and the decisions taken from it) differed from run to run.
+    keras.utils.set_random_seed(settings.data.seed)
     with _dtype_policy(settings.model.mixed_precision), strategy.scope():
         from effnet_tl.augment import augmentation_off, build_augmenter, choose_placement
         from effnet_tl.data import write_labels

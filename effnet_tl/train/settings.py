@@ -131,7 +131,8 @@ class DataSettings:
                        cli_help="how images reach the input size")
     val_fraction: float = knob(0.2, "share of each class held out for validation when the "
                                "data has no val split", type=float)
-    seed: int = knob(0, "seeds the split, shuffling, augmentation and initialisation", type=int)
+    seed: int = knob(0, "seeds the split, shuffling, augmentation and initialisation "
+                     "(keras.utils.set_random_seed)", type=int)
     class_weight: str | dict = knob(
         "if_imbalanced", "'if_imbalanced' (balanced weights when the largest/smallest class "
         "ratio exceeds 3), 'balanced', 'none', or a {class index: weight} dict",

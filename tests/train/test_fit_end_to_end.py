@@ -186,6 +186,19 @@ def test_each_phase_traces_its_train_step_once(tmp_path, monkeypatch):
     assert len(traced) == 2, traced
 
 
+def test_the_same_seed_trains_the_same_model(tmp_path):
+    # The head's initial weights and dropout come from the seed: without it the head phase,
+    # and every decision taken from it, changed from run to run.
+    data = make_folder(tmp_path / "shapes", per_class=8)
+    settings = dict(head_epochs=2, finetune_epochs=1, unfreeze_blocks=1, val_fraction=0.25,
+                    **{**FAST, "augment": "medium"})
+    runs = [fit(data, 3, run_dir=tmp_path / f"run{index}", **{**settings, "seed": seed}).history
+            for index, seed in enumerate((3, 3, 4))]
+    for first, again in zip(runs[0], runs[1]):
+        assert again == pytest.approx(first, rel=1e-5), (first, again)
+    assert [row["loss"] for row in runs[2]] != pytest.approx([row["loss"] for row in runs[0]])
+
+
 def test_wrong_num_classes_fails_before_training(tmp_path):
     data = make_folder(tmp_path / "shapes", per_class=3)
     with pytest.raises(ValueError, match=r"num_classes=5 but dataset_dir has 3 class folders"):
