@@ -36,9 +36,11 @@ def _predict_split(predict, dataset, class_names, top_k):
         truth = batch_labels.numpy().argmax(axis=1)
         labels.append(truth)
         probabilities.append(probs)
-        for index in np.flatnonzero(probs.argmax(axis=1) != truth):
-            item = (float(probs[index].max()), counter, images[index].numpy(), int(truth[index]),
-                    probs[index])
+        wrong = np.flatnonzero(probs.argmax(axis=1) != truth)
+        host_images = images.numpy() if len(wrong) else None  # one copy, not one op per image
+        for index in wrong:
+            item = (float(probs[index].max()), counter, host_images[index].copy(),
+                    int(truth[index]), probs[index])
             counter += 1
             if len(mistakes) < MISTAKES_SHOWN:
                 heapq.heappush(mistakes, item)
