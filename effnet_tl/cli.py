@@ -98,9 +98,9 @@ def _demo(args: argparse.Namespace) -> int:
     from effnet_tl import fit
 
     settings = dict(QUICKSTART_SETTINGS, image_size=args.image_size)
-    result = fit(
-        data_dir, 10, run_dir=work / "runs" / "digits-lite0", verbose=args.verbose, **settings
-    )
+    with contextlib.redirect_stdout(sys.stderr):  # progress on stderr, the comparison on stdout
+        result = fit(data_dir, 10, run_dir=work / "runs" / "digits-lite0", verbose=args.verbose,
+                     **settings)
     seconds = time.perf_counter() - started
     fitted = result.test_accuracy
     print()
