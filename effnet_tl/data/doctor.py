@@ -395,8 +395,13 @@ def _format_report(report: ScanReport) -> str:
         lines.append(_tiny_summary(report, rel))
     if report.empty_class_folders:
         lines.append(f"  EMPTY class folders: {report.empty_class_folders}")
+    # One folder per class and no split read here: fit holds validation images out itself.
+    unsplit = report.source.kind == "folder" and report.source.val is None
     for split, counts in report.class_counts.items():
-        lines.append(f"  {split} per class: {counts}")
+        lines.append(f"  {'images' if unsplit else split} per class: {counts}")
+    if unsplit:
+        lines.append("  no train/ val/ test/ folders: fit holds out val_fraction of each class "
+                     "(20 % by default) for validation")
     if report.missing_classes:
         lines.append(f"  CLASSES MISSING from a split: {report.missing_classes}")
     if report.leakage:
@@ -408,7 +413,8 @@ def _format_report(report: ScanReport) -> str:
     if report.imbalance_ratio is not None:
         flag = " IMBALANCED: consider class_weights()" if report.imbalanced else ""
         lines.append(
-            f"  imbalance (largest/smallest train class): {report.imbalance_ratio:.2f}{flag}"
+            f"  imbalance (largest/smallest {'' if unsplit else 'train '}class): "
+            f"{report.imbalance_ratio:.2f}{flag}"
         )
     if report.pixel_range is not None and report.pixel_range[1] <= 1.0:
         lines.append(

@@ -165,6 +165,13 @@ def test_imbalance_is_flagged(img, tmp_path):
     assert report.class_counts["train"] == {"few": 2, "many": 8}
     assert report.imbalance_ratio == 4.0 and report.imbalanced
     assert "IMBALANCED" in str(report)
+    # One folder per class, nothing held out here: the counts are all of the images, and the
+    # report says that fit holds out validation images itself.
+    lines = str(report).splitlines()
+    assert "  images per class: {'few': 2, 'many': 8}" in lines
+    assert any(line.startswith("  no train/ val/ test/ folders: fit holds out") for line in lines)
+    assert "  imbalance (largest/smallest class): 4.00 IMBALANCED: consider class_weights()" \
+        in lines
 
 
 def test_tiny_images_are_one_summary_line_and_every_path_is_in_the_json(img, tmp_path):
