@@ -174,7 +174,6 @@ def _without(obj, name):
         (lambda: compat.backup_metadata_path(
             _without(keras.callbacks.BackupAndRestore("/tmp/backup"), "_training_metadata_path")),
          "_training_metadata_path"),
-
     ],
 )
 def test_missing_attribute_fails_with_the_keras_version(call, name):
