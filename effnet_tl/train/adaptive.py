@@ -353,31 +353,36 @@ def describe(decisions: dict) -> str:
         >>> describe({"flips": {"kept": False, "val_accuracy": 0.948,
         ...                     "transformed_val_accuracy": 0.906, "nll_increase": 0.11,
         ...                     "nll_increase_t": 5.6},
+        ...           "zoom": {"kept": True, "val_accuracy": 0.948,
+        ...                    "transformed_val_accuracy": 0.94},
         ...           "domain": {"name": "far", "head_val_accuracy": 0.948},
         ...           "unfreeze_blocks": 10})  # doctest: +NORMALIZE_WHITESPACE
-        'left-right flips OFF (the frozen-feature head gets 94.8 % of the validation images
-        right, 90.6 % of them mirrored, and its confidence in the true class drops beyond
-        chance); far from ImageNet (the frozen-feature head gets 94.8 % of the validation
-        images right; near takes 99.0 %) -> fine-tune the top 10 blocks'
+        'left-right flips OFF (mirrored, the validation images go from 94.8 % to 90.6 %
+        right under the head trained on the frozen backbone, and its confidence in the true
+        class drops beyond chance); zoom kept (94.8 % -> 94.0 % right); far from ImageNet
+        (94.8 % right; near takes 99.0 %) -> fine-tune the top 10 blocks'
     """
     parts = []
     for name in _TRANSFORM_FIELDS:
         if name in decisions:
             probe = decisions[name]
-            evidence = "" if "nll_increase" not in probe else (  # the test that decided
-                ", and its confidence in the true class "
-                + ("does not drop" if probe["kept"] else "drops") + " beyond chance")
-            parts.append(f"{_WORDING[name]} {'kept' if probe['kept'] else 'OFF'} (the "
-                         f"frozen-feature head gets {_percent(probe['val_accuracy'])} of the "
-                         "validation images right, "
-                         f"{_percent(probe['transformed_val_accuracy'])} of them "
-                         f"{_TRANSFORMED[name]}{evidence})")
+            change = (f"{_percent(probe['val_accuracy'])} -> "
+                      f"{_percent(probe['transformed_val_accuracy'])} right")
+            if not parts:  # the first says what the numbers are
+                change = (f"{_TRANSFORMED[name]}, the validation images go from "
+                          f"{change.replace(' -> ', ' to ')} under the head trained on the "
+                          "frozen backbone")
+            if "nll_increase" in probe:  # the test that decided
+                change += (", and its confidence in the true class "
+                           + ("does not drop" if probe["kept"] else "drops") + " beyond chance")
+            parts.append(f"{_WORDING[name]} {'kept' if probe['kept'] else 'OFF'} ({change})")
     if "domain" in decisions:
         domain = decisions["domain"]
         accuracy = domain["head_val_accuracy"]
-        right = "n/a" if accuracy is None else _percent(accuracy)
+        right = "n/a" if accuracy is None else _percent(accuracy) + " right"
+        if not parts:
+            right = f"the head trained on the frozen backbone gets {right} on validation"
         where = "near ImageNet" if domain["name"] == "near" else "far from ImageNet"
-        parts.append(f"{where} (the frozen-feature head gets {right} of the validation images "
-                     f"right; near takes {_percent(1 - NEAR_ERROR)}) -> fine-tune the top "
-                     f"{decisions['unfreeze_blocks']} blocks")
+        parts.append(f"{where} ({right}; near takes {_percent(1 - NEAR_ERROR)}) -> fine-tune "
+                     f"the top {decisions['unfreeze_blocks']} blocks")
     return "; ".join(parts)
