@@ -173,6 +173,8 @@ def test_image_size_is_a_side_or_height_comma_width(tmp_path, capsys):
     assert "expected N or HEIGHT,WIDTH in pixels, got '64x48'" in one_error_line(capsys)
     assert cli.main(["fit", str(tmp_path), "--image-size", "64,0"]) == 2
     assert "image_size=" not in one_error_line(capsys)
+    assert cli.main(["fit", str(tmp_path), "--image-size", "0"]) == 2
+    assert one_error_line(capsys).startswith("effnet-tl: error: --image-size 0 is not positive")
 
 
 def test_a_bad_setting_fails_before_reading_data(tmp_path, capsys):

@@ -366,12 +366,11 @@ def describe(decisions: dict) -> str:
     for name in _TRANSFORM_FIELDS:
         if name in decisions:
             probe = decisions[name]
-            change = (f"{_percent(probe['val_accuracy'])} -> "
-                      f"{_percent(probe['transformed_val_accuracy'])} right")
-            if not parts:  # the first says what the numbers are
-                change = (f"{_TRANSFORMED[name]}, the validation images go from "
-                          f"{change.replace(' -> ', ' to ')} under the head trained on the "
-                          "frozen backbone")
+            before = _percent(probe["val_accuracy"])
+            after = _percent(probe["transformed_val_accuracy"])
+            change = (f"{before} -> {after} right" if parts else  # the first names the numbers
+                      f"{_TRANSFORMED[name]}, the validation images go from {before} to "
+                      f"{after} right under the head trained on the frozen backbone")
             if "nll_increase" in probe:  # the test that decided
                 change += (", and its confidence in the true class "
                            + ("does not drop" if probe["kept"] else "drops") + " beyond chance")
