@@ -158,16 +158,18 @@ class RecipeSettings:
     head_epochs: int | None = knob(None, "head-phase epochs; None: ~400 steps (10-60 epochs) on "
                                    "cached features, else 3", type=int)
     finetune_epochs: int | None = knob(None, "fine-tuning epochs (0 skips the phase); None: 6 "
-                                       "for data far from ImageNet, else 12 (<=1k images) ... 3 "
-                                       "(>50k)", type=int)
+                                       "for data far from ImageNet, 3 near it (by size with a "
+                                       "set unfreeze_blocks or budget 'fast': 12 (<=1k images) "
+                                       "... 3 (>50k))", type=int)
     unfreeze_blocks: int | str | None = knob(
         None, "top backbone blocks to fine-tune: a count, a block name (block6a) or 'all'; None: "
         "decided from the frozen-feature head's validation error (budget 'fast': by dataset "
         "size)")
     head_lr: float | None = knob(None, "peak AdamW rate of the head phase; None: 2e-3 x "
                                  "batch/32", type=float)
-    finetune_lr: float | None = knob(None, "peak AdamW rate of fine-tuning; None: 1e-4 x "
-                                     "batch/32 (6e-4 for data far from ImageNet)", type=float)
+    finetune_lr: float | None = knob(None, "peak AdamW rate of fine-tuning; None: 6e-4 x "
+                                     "batch/32 (with a set unfreeze_blocks or budget 'fast': "
+                                     "1e-4 x batch/32)", type=float)
     warmup_fraction: float = knob(0.1, "linear warm-up share of each phase before the cosine "
                                   "decay; early stopping waits for its end", type=float)
     weight_decay: float = knob(1e-2, "AdamW decoupled weight decay", type=float)

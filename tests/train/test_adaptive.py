@@ -1,6 +1,6 @@
-"""fit's decisions follow the data: flips off when mirroring changes the label, little
-unfreezing where frozen features already serve, more where they do not. Real files, real
-Lite0 ImageNet weights, tiny sizes."""
+"""fit's decisions follow the data: flips off when mirroring changes the label, every block
+for a few epochs where frozen features already serve, the top 5/8 for longer where they do
+not. Real files, real Lite0 ImageNet weights, tiny sizes."""
 
 import json
 from pathlib import Path
@@ -9,8 +9,14 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from effnet_tl.train import fit
-from effnet_tl.train.adaptive import FAR_FINETUNE_EPOCHS, domain_for, schedule_for, unfreeze_for
-from effnet_tl.train.defaults import default_finetune_epochs, default_unfreeze_blocks
+from effnet_tl.train.adaptive import (
+    FAR_FINETUNE_EPOCHS,
+    NEAR_FINETUNE_EPOCHS,
+    domain_for,
+    schedule_for,
+    unfreeze_for,
+)
+from effnet_tl.train.defaults import default_unfreeze_blocks
 
 from .test_fit_end_to_end import make_folder
 
@@ -56,14 +62,13 @@ def _faint_stripes(root: Path, per_class=16, size=64, seed=0) -> Path:
 def test_rules_order_domains_and_depth():
     assert [domain_for(e) for e in (0.0, 0.01, 0.011, 0.4)] == ["near", "near", "far", "far"]
     near, far = (unfreeze_for(d, num_train=500, num_blocks=16) for d in ("near", "far"))
-    assert near == default_unfreeze_blocks(500, 16) == 2 and far == 10
+    assert near == 16 and far == 10
     # Large data already unfreezes more by size; far data never gets less than that.
     assert unfreeze_for("far", num_train=50_000, num_blocks=16) == 10
     assert unfreeze_for("far", num_train=50_000, num_blocks=40) == 25
-    # Far data: a short schedule at a higher rate; near data: the by-size schedule.
-    (far_epochs, far_rate), (near_epochs, near_rate) = (
-        schedule_for(d, num_train=500) for d in ("far", "near"))
-    assert far_epochs < near_epochs == default_finetune_epochs(500) and far_rate > near_rate
+    # Near data: every block, briefly; far data: fewer blocks, for longer.
+    (far_epochs, far_rate), (near_epochs, near_rate) = (schedule_for(d) for d in ("far", "near"))
+    assert near_epochs < far_epochs and near_rate == far_rate
 
 
 def test_mirror_sensitive_labels_turn_flips_off(tmp_path):
@@ -79,12 +84,14 @@ def test_mirror_sensitive_labels_turn_flips_off(tmp_path):
     assert config["settings"]["data"]["augment"] == "auto"  # as asked; the decision beside it
 
 
-def test_near_domain_stops_unfreezing_early_and_keeps_flips(tmp_path):
+def test_near_domain_fine_tunes_every_block_briefly_and_keeps_flips(tmp_path):
     data = make_folder(tmp_path / "squares", per_class=12, size=64)
-    result = fit(data, 3, run_dir=tmp_path / "run", **TINY_FIT)
+    result = fit(data, 3, run_dir=tmp_path / "run", **{**TINY_FIT, "finetune_epochs": None})
     decisions = result.metrics["decisions"]
     assert decisions["domain"]["name"] == "near" and decisions["flips"]["kept"] is True
-    assert decisions["unfreeze_blocks"] == default_unfreeze_blocks(27, LITE0_BLOCKS)
+    assert decisions["unfreeze_blocks"] == LITE0_BLOCKS
+    assert decisions["finetune_epochs"] == NEAR_FINETUNE_EPOCHS < FAR_FINETUNE_EPOCHS
+    assert 1 <= [row["phase"] for row in result.history].count("finetune") <= NEAR_FINETUNE_EPOCHS
 
 
 def test_far_domain_unfreezes_more(tmp_path):
