@@ -296,7 +296,8 @@ def decide(settings, model, data, head_rows: list[dict], *, num_blocks: int) -> 
                                         get_preset(AUTO_PRESET)))
     if settings.recipe.unfreeze_blocks is None:
         accuracy = max((row["val_accuracy"] for row in head_rows
-                        if isinstance(row.get("val_accuracy"), float)), default=None)
+                        if isinstance(row.get("val_accuracy"), float)
+                        and math.isfinite(row["val_accuracy"])), default=None)
         # No evidence: the cheaper mistake (NEAR_ERROR) is to take the data for far.
         domain = "far" if accuracy is None else domain_for(1.0 - accuracy)
         decisions["domain"] = {"name": domain, "head_val_accuracy": accuracy}

@@ -4,6 +4,7 @@ not. Real files, real Lite0 ImageNet weights, tiny sizes."""
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -12,6 +13,7 @@ from effnet_tl.train import fit
 from effnet_tl.train.adaptive import (
     FAR_FINETUNE_EPOCHS,
     NEAR_FINETUNE_EPOCHS,
+    decide,
     domain_for,
     schedule_for,
     unfreeze_for,
@@ -69,6 +71,19 @@ def test_rules_order_domains_and_depth():
     # Near data: every block, briefly; far data: fewer blocks, for longer.
     (far_epochs, far_rate), (near_epochs, near_rate) = (schedule_for(d) for d in ("far", "near"))
     assert near_epochs < far_epochs and near_rate == far_rate
+
+
+def test_a_head_without_validation_accuracy_counts_as_far():
+    # The cheaper mistake: every block for 3 epochs cost far data 14-19 points.
+    settings = SimpleNamespace(
+        data=SimpleNamespace(augment="medium", batch_size=64),
+        recipe=SimpleNamespace(unfreeze_blocks=None, finetune_epochs=None, finetune_lr=None,
+                               finetune_views=None))
+    rows = [{"epoch": 1, "val_accuracy": float("nan")}, {"epoch": 2}]
+    decisions = decide(settings, None, SimpleNamespace(num_train=500), rows, num_blocks=16)
+    assert decisions["domain"] == {"name": "far", "head_val_accuracy": None}
+    assert decisions["unfreeze_blocks"] == 10 and decisions["finetune_views"] == 6
+    assert decisions["finetune_lr"] == 2 * schedule_for("far")[1]  # batch 64: twice the rate
 
 
 def test_mirror_sensitive_labels_turn_flips_off(tmp_path):
