@@ -20,8 +20,8 @@ the data is from ImageNet. Two decisions follow, each recorded in ``config.json`
   data near ImageNet (at most :data:`NEAR_ERROR`) or far from it. Near data fine-tunes the
   whole network briefly (3 epochs at the higher rate): frozen features already separate its
   classes, and adapting every layer a little helps where the test images differ from the
-  training ones (photo crops from other regions of the photos: median 92.7 % against 89.0 %
-  with the top 2 blocks for 12 epochs, in less time). Far data fine-tunes the top 5/8 of the
+  training ones (photo crops from other regions of the photos: median 91.3 % against 89.0 %
+  with the top 2 blocks for 12 epochs, in 0.83x the time). Far data fine-tunes the top 5/8 of the
   blocks for longer (6 epochs, a fresh augmented view every epoch): weak frozen features
   need the deeper blocks to change over more epochs, while the bottom 3/8, which work at the
   highest resolutions where a backward pass costs most, gained nothing measurable on the
@@ -93,7 +93,8 @@ FAR_BLOCK_FRACTION = 5 / 8
 #: points on textures.
 FAR_FINETUNE_EPOCHS = 6
 #: Near data's fine-tuning: every block, 3 epochs at the same rate. Measured on photo crops
-#: (Lite0, 64 px, 800 images, seeds 0-2): 88.2 / 92.7 / 92.8 % test accuracy in 50-56 s,
+#: (Lite0, 64 px, 800 images, seeds 0-2, one fit per process; default_quality.py's medians
+#: are in the README): 88.2 / 92.7 / 92.8 % test accuracy in 50-56 s,
 #: against 89.0 / 85.8 / 89.3 % in 54-57 s for the top 2 blocks over 12 epochs at 1e-4
 #: (the previous near schedule), 88.7 / 87.5 / 89.3 % for them at 3e-4, 88.5 / 87.5 / 88.8 %
 #: for 6 blocks over 6 epochs at 3e-4, and 88.3 / 90.2 / 87.7 % for 10 blocks over 3.
