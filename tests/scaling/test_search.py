@@ -162,16 +162,17 @@ def test_bad_flags_are_one_line_usage_errors(flags, message, capsys):
 
 def test_coarse_shapes_do_not_force_resolution(tmp_path):
     images, labels = coarse_bars(per_class=150, size=2 * BASE_RESOLUTION)
-    # 8 epochs, not 5: from scratch, 5 left a 64 px trial unconverged once in CI (training
-    # accuracy 0.87, held-out 0.68 against 0.94 for 90 px).
+    # 12 epochs: from scratch on 134 images, fewer leave a trial unconverged now and then (CI:
+    # 5 epochs, 0.68 vs 0.94 held-out for 90 px; 8 epochs, 0.75 vs 0.96). With 12, four runs
+    # scored 0.91-0.98 at 64 px, at most 0.07 below the other candidate.
     result = effnet_tl.scaling.search((images, labels), 2, budget=2,
-                                      search_dir=tmp_path / "search", **{**SETTINGS, "epochs": 8})
+                                      search_dir=tmp_path / "search", **{**SETTINGS, "epochs": 12})
     print(result.format_table())
     base_px = [row for row in result.table if row["resolution"] == BASE_RESOLUTION]
     assert base_px and len(base_px) < len(result.table)
     best = max(row["accuracy"] for row in result.table)
-    # The base resolution does about as well as more of it (runs vary by ~0.1: 0.87 vs 0.92,
-    # 0.89 vs 0.80), far above chance, where on the stripes it scores chance.
+    # The base resolution does about as well as more of it, far above chance, where on the
+    # stripes it scores chance.
     assert max(row["accuracy"] for row in base_px) >= best - 0.15, result.format_table()
     assert max(row["accuracy"] for row in base_px) >= 0.75
     assert np.isclose(sum(row["chosen"] for row in result.table), 1)
