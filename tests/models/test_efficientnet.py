@@ -27,8 +27,12 @@ def _keras_block_output(reference, block):
     raise AssertionError(f"no keras layer for {block}")
 
 
-def _endpoints(model, names):
-    return keras.Model(model.inputs, [model.get_layer(n).output for n in names])
+def _outputs(model, names, images):
+    """The model's output, then the named layers' outputs, from one eager call (for the
+    biggest variants, tracing ``predict`` took longer than running them)."""
+    probe = keras.Model(model.inputs[0],
+                        [model.outputs[0]] + [model.get_layer(n).output for n in names])
+    return [np.asarray(t) for t in probe(images, training=False)]
 
 
 def _assert_parity(variant, size, include_top, tmp_path):
@@ -42,19 +46,17 @@ def _assert_parity(variant, size, include_top, tmp_path):
     ours = effnet_tl.backbone(variant, weights=str(path), include_top=include_top,
                               input_shape=shape)
     images = np.random.default_rng(1).uniform(0, 255, (2,) + shape).astype("float32")
-    expected = reference.predict(images, verbose=0)
-    actual = ours.predict(images, verbose=0)
-    assert np.abs(expected).max() > 1e-2  # the comparison is not between near-zero tensors
-    np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=0)
     # Deep random networks contract differences away, so the final output alone would hide
     # e.g. a wrong input normalisation: compare the stem and the last block of every stage.
     blocks = [l.name for l in ours.layers if isinstance(l, effnet_tl.layers.MBConv)
               or isinstance(l, effnet_tl.layers.FusedMBConv)]
     stage_ends = [b for b, nxt in zip(blocks, blocks[1:] + ["end"]) if b[:6] != nxt[:6]]
-    ours_out = _endpoints(ours, ["stem_activation"] + stage_ends).predict(images, verbose=0)
-    keras_out = _endpoints(
-        reference, ["stem_activation"] + [_keras_block_output(reference, b) for b in stage_ends]
-    ).predict(images, verbose=0)
+    actual, *ours_out = _outputs(ours, ["stem_activation"] + stage_ends, images)
+    expected, *keras_out = _outputs(
+        reference, ["stem_activation"] + [_keras_block_output(reference, b) for b in stage_ends],
+        images)
+    assert np.abs(expected).max() > 1e-2  # the comparison is not between near-zero tensors
+    np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=0)
     for name, a, b in zip(["stem_activation"] + stage_ends, ours_out, keras_out):
         scale = max(1.0, float(np.abs(b).max()))
         np.testing.assert_allclose(a, b, atol=1e-4 * scale, rtol=0, err_msg=name)
@@ -174,8 +176,8 @@ def test_custom_phi_trains_saves_and_reloads(tmp_path):
     path = tmp_path / "phi05.keras"
     model.save(path)
     reloaded = keras.saving.load_model(path, safe_mode=True)
-    np.testing.assert_array_equal(model.predict(images, verbose=0),
-                                  reloaded.predict(images, verbose=0))
+    np.testing.assert_array_equal(np.asarray(model(images, training=False)),
+                                  np.asarray(reloaded(images, training=False)))
 
 
 @pytest.mark.parametrize(

@@ -93,6 +93,7 @@ def stripes(tmp_path_factory):
                            search_dir=search_dir, first=first, model_time=model_time)
 
 
+@pytest.mark.xdist_group("stripes_search")  # one worker builds the module fixture, not two
 def test_search_picks_the_resolution_fine_detail_needs(stripes):
     result = stripes.result
     print(result.format_table())
@@ -111,6 +112,7 @@ def test_search_picks_the_resolution_fine_detail_needs(stripes):
     assert grown.resolution > BASE.resolution and grown.depth == BASE.depth
 
 
+@pytest.mark.xdist_group("stripes_search")  # one worker builds the module fixture, not two
 def test_an_interrupted_search_reruns_only_unfinished_trials(stripes):
     first_run, second_run = stripes.calls
     assert len(first_run) == 2 and list(stripes.stored) == first_run[:1]
@@ -121,6 +123,7 @@ def test_an_interrupted_search_reruns_only_unfinished_trials(stripes):
     assert model.stat().st_mtime_ns == stripes.model_time  # not trained again
 
 
+@pytest.mark.xdist_group("stripes_search")  # one worker builds the module fixture, not two
 def test_cli_loads_the_finished_trials_and_prints_json(stripes, capsys):
     argv = ["scale-search", str(stripes.data), "--budget", "3",  # classes counted
             "--base-width", "0.5", "--base-depth", "0.5", "--base-resolution", "64",
@@ -134,6 +137,7 @@ def test_cli_loads_the_finished_trials_and_prints_json(stripes, capsys):
     assert err.count("(loaded: trained by an earlier run)") == 3
 
 
+@pytest.mark.xdist_group("stripes_search")  # one worker builds the module fixture, not two
 def test_other_settings_in_the_same_folder_are_refused(stripes, capsys):
     with pytest.raises(SearchFolderConflict, match="changed: epochs"):
         search(stripes.data, 2, budget=3, search_dir=stripes.search_dir,
@@ -188,12 +192,14 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import effnet_tl
 from benchmarks.scale_search import coarse_bars
 from effnet_tl.models import custom_variant
+# A quarter of B0's depth: under MirroredStrategy most of a trial is tracing, which grows with
+# the block count (half depth took 200 s, a quarter 131 s).
 
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 images, labels = coarse_bars(per_class=40, size=64)
 result = effnet_tl.scaling.search(
     (images, labels), 2, budget=2, search_dir=Path(sys.argv[1]) / "search", strategy=strategy,
-    base=custom_variant(width=0.5, depth=0.5, resolution=32), base_resolution=32, epochs=2,
+    base=custom_variant(width=0.5, depth=0.25, resolution=32), base_resolution=32, epochs=2,
     subset=None, val_fraction=1 / 3, seed=0)
 configs = [json.loads(p.read_text()) for p in Path(sys.argv[1]).glob("search/trials/*/config.json")]
 print("RESULT" + json.dumps({"rows": len(result.table), "replicas": [c["replicas"] for c in configs],

@@ -49,6 +49,7 @@ def trained(tmp_path_factory):
     return data, result
 
 
+@pytest.mark.xdist_group("shapes_run")  # one worker trains the module fixture, not two
 def test_reaches_high_validation_accuracy(trained):
     _, result = trained
     assert result.val_accuracy >= 0.9, result.metrics["val"]
@@ -57,6 +58,7 @@ def test_reaches_high_validation_accuracy(trained):
     assert [row["epoch"] for row in rows] == list(range(len(rows)))
 
 
+@pytest.mark.xdist_group("shapes_run")  # one worker trains the module fixture, not two
 def test_run_folder_holds_every_artifact(trained):
     _, result = trained
     paths = result.paths
@@ -85,6 +87,7 @@ def test_run_folder_holds_every_artifact(trained):
             assert np.asarray(image).std() > 0  # not a blank canvas
 
 
+@pytest.mark.xdist_group("shapes_run")  # one worker trains the module fixture, not two
 def test_reload_safe_mode_predicts_identically(trained):
     data, result = trained
     files = sorted(str(p) for p in (data / "red").glob("*.png"))[:4]
@@ -101,6 +104,7 @@ def test_reload_safe_mode_predicts_identically(trained):
     np.testing.assert_allclose(again.probabilities, probabilities, rtol=1e-6)
 
 
+@pytest.mark.xdist_group("shapes_run")  # one worker trains the module fixture, not two
 def test_validation_accuracy_saturates_yet_the_kept_model_is_the_lowest_loss_epoch(trained):
     data, result = trained
     rows = result.history
@@ -138,6 +142,7 @@ def test_a_failed_start_does_not_block_the_retry(tmp_path):
     assert len(retry.history) == 1
 
 
+@pytest.mark.xdist_group("shapes_run")  # one worker trains the module fixture, not two
 def test_rerun_of_a_finished_run_trains_nothing(trained, capsys):
     data, result = trained
     started = time.perf_counter()
