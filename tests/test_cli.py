@@ -109,7 +109,8 @@ def test_other_settings_in_a_finished_run_folder_is_one_line_naming_overwrite(tr
 @pytest.mark.parametrize("argv, status", [(["--help"], 0), (["fit", "--help"], 0),
                                           (["fit", "data", "--patience", "-1"], 2),
                                           (["fit", "data", "--variant", "b9"], 2),
-                                          (["fit", "/no/such/data"], 1)])
+                                          (["fit", "/no/such/data"], 1),
+                                          (["scale-search", "/no/such/data"], 1)])
 def test_help_and_usage_errors_do_not_load_tensorflow(argv, status):
     """TensorFlow takes seconds to import: flags and the dataset path are checked before."""
     script = ("import sys\nfrom effnet_tl import cli\ntry:\n    status = cli.main(sys.argv[1:])\n"
