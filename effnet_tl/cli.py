@@ -474,10 +474,14 @@ def main(argv=None) -> int:
         # instant (TensorFlow takes seconds to load).
         args = build_parser().parse_args(argv)
         options = _fit_options(args) if args.command == "fit" else None
-        if args.command in ("fit", "scale-search"):  # a missing folder too: seconds sooner
+        if args.command == "fit":  # a missing folder too: seconds sooner
             from effnet_tl.data.sources import check_path_source
 
-            check_path_source(args.dataset_dir if args.command == "fit" else args.dataset)
+            check_path_source(args.dataset_dir)
+        if args.command == "scale-search":  # the same checks, before TensorFlow loads
+            from effnet_tl.commands.scale_search import check
+
+            check(args)
         if not debug:
             from effnet_tl.quiet import quiet_tensorflow
 

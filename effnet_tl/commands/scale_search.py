@@ -127,14 +127,25 @@ def settings(args: argparse.Namespace) -> dict:
             "strategy": args.strategy, "overwrite": args.overwrite}
 
 
-def run(args: argparse.Namespace) -> int:
-    from effnet_tl.scaling import SearchSettings, search
+def check(args: argparse.Namespace) -> dict:
+    """The search's keyword arguments, checked: bad values are usage errors, then a missing
+    dataset path fails (nothing here loads TensorFlow: the command line calls it first)."""
+    from effnet_tl.data.sources import check_path_source
+    from effnet_tl.scaling import SearchSettings
 
     options = settings(args)
     try:
-        SearchSettings(**options)  # bad values are usage errors: nothing read yet
+        SearchSettings(**options)
     except ValueError as error:
         raise UsageError(str(error)) from error
+    check_path_source(args.dataset)
+    return options
+
+
+def run(args: argparse.Namespace) -> int:
+    from effnet_tl.scaling import search
+
+    options = check(args)
     result = search(args.dataset, args.num_classes, **options)
     print(result.format_table(), file=sys.stderr, flush=True)
     print_json(result.to_dict())
