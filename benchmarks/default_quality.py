@@ -493,7 +493,7 @@ def fit_method(data_dir: Path, num_classes: int, image_size: int, run_root: Path
         chosen["epochs_run"] = len(result.history or [])
         # Seconds of the fine-tuning phase (caching its views, tracing, its epochs): the
         # rest of fit's time (data, head phase, decisions, report) every setting pays alike.
-        phases = json.loads((Path(result.run_dir) / "phases.json").read_text())
+        phases = json.loads(result.paths.phases.read_text())
         chosen["finetune_seconds"] = phases.get("finetune", {}).get("seconds")
         if not keep:
             shutil.rmtree(result.run_dir, ignore_errors=True)
